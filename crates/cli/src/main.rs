@@ -1,0 +1,63 @@
+//! `whosin`: the command-line entry point.
+//!
+//! `whosin serve` runs the Pusher-compatible presence server. Later
+//! subcommands (join, watch, sign, trigger, bench) build on the same binary.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// whosin — who's online, in real time, over the Pusher protocol.
+#[derive(Debug, Parser)]
+#[command(name = "whosin", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a Pusher-compatible presence server (WebSocket, REST API, auth endpoint, metrics).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the `listening on` line); the level
+/// comes from `WHOSIN_LOG` (e.g. `debug`, `whosin_server=trace`), default info.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

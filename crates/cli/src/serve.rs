@@ -1,0 +1,168 @@
+//! `whosin serve`: flags, `WHOSIN_*` variables and the TOML file merged into
+//! one [`ServerConfig`], then the server run until SIGINT or SIGTERM.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+use whosin_server::config::{defaults, FileConfig, IpNet};
+use whosin_server::{AppConfig, ServerConfig};
+
+/// Options of `whosin serve`. Every flag can also be set by the variable named
+/// in its help; flags beat variables, variables beat the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WHOSIN_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one (the chosen port is printed).
+    #[arg(long, env = "WHOSIN_PORT")]
+    port: Option<u16>,
+    /// App id (REST paths /apps/{id}/...).
+    #[arg(long, env = "WHOSIN_APP_ID")]
+    app_id: Option<String>,
+    /// App key (WebSocket path /app/{key}).
+    #[arg(long, env = "WHOSIN_APP_KEY")]
+    app_key: Option<String>,
+    /// App secret (signs subscriptions and REST requests).
+    #[arg(long, env = "WHOSIN_APP_SECRET", hide_env_values = true)]
+    app_secret: Option<String>,
+    /// Most distinct users in one presence channel.
+    #[arg(long, env = "WHOSIN_MAX_PRESENCE_MEMBERS")]
+    max_presence_members: Option<usize>,
+    /// Most simultaneous connections for the app (more are closed with 4004).
+    #[arg(long, env = "WHOSIN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Channel the auth endpoint signs (repeat for several). Default: presence-whosin.
+    #[arg(long = "channel", env = "WHOSIN_CHANNEL", value_delimiter = ',')]
+    channels: Vec<String>,
+    /// Mask the host part of visitor IPs in what the auth endpoint signs.
+    #[arg(long, env = "WHOSIN_MASK_IPS")]
+    mask_ips: bool,
+    /// Network whose X-Forwarded-For is trusted (CIDR; repeat for several).
+    #[arg(
+        long = "trusted-proxy",
+        env = "WHOSIN_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
+    /// Seconds of silence before the server pings a client.
+    #[arg(long, env = "WHOSIN_ACTIVITY_TIMEOUT")]
+    activity_timeout: Option<u64>,
+    /// Seconds a client has to answer a ping before it is dropped (4201).
+    #[arg(long, env = "WHOSIN_PONG_TIMEOUT")]
+    pong_timeout: Option<u64>,
+    /// Frames that may queue for one client before it counts as too slow (4100).
+    #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
+    outbound_queue: Option<usize>,
+    /// TOML config file (several apps go here; see docs/configuration.md).
+    #[arg(long, env = "WHOSIN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Builds the configuration. Returns it and a note for each default chosen.
+fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut notes = Vec::new();
+    let mut apps = file.apps;
+    let flag_app = args.app_id.is_some() || args.app_key.is_some() || args.app_secret.is_some();
+    if flag_app {
+        let (Some(id), Some(key), Some(secret)) = (args.app_id, args.app_key, args.app_secret)
+        else {
+            anyhow::bail!("give all three of --app-id, --app-key and --app-secret (or none, for a local default app)");
+        };
+        apps.retain(|a| a.id != id && a.key != key);
+        apps.insert(0, AppConfig::new(id, key, secret));
+    }
+    if apps.is_empty() {
+        let secret = whosin_server::identity::new_visitor_id();
+        notes.push(format!(
+            "no app configured: serving app id \"whosin\", key \"whosin\", secret \"{secret}\" (random for this run; set --app-secret to fix it)"
+        ));
+        apps.push(AppConfig::new("whosin", "whosin", secret));
+    }
+    for app in &mut apps {
+        if let Some(n) = args.max_presence_members {
+            app.max_presence_members = n;
+        }
+        if let Some(n) = args.max_connections {
+            app.max_connections = n;
+        }
+        if !args.channels.is_empty() {
+            app.auth_channels = args.channels.clone();
+        }
+        if args.mask_ips {
+            app.mask_ips = true;
+        }
+    }
+    let host = args.host.or(file.host).unwrap_or_else(|| {
+        notes.push("no --host: listening on 127.0.0.1 only".into());
+        "127.0.0.1".into()
+    });
+    let port = args.port.or(file.port).unwrap_or(defaults::PORT);
+    let mut config = ServerConfig::single(apps.remove(0), port);
+    config.apps.extend(apps);
+    config.host = host;
+    if let Some(s) = args.activity_timeout.or(file.activity_timeout) {
+        config.activity_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = args.pong_timeout.or(file.pong_timeout) {
+        config.pong_timeout = Duration::from_secs(s);
+    }
+    if let Some(n) = args.outbound_queue.or(file.outbound_queue) {
+        config.outbound_queue = n;
+    }
+    if let Some(n) = file.max_message_bytes {
+        config.max_message_bytes = n;
+    }
+    config.trusted_proxies = file.trusted_proxies;
+    for p in &args.trusted_proxies {
+        config.trusted_proxies.push(
+            IpNet::parse(p)
+                .map_err(anyhow::Error::msg)
+                .context("--trusted-proxy")?,
+        );
+    }
+    config.validate()?;
+    Ok((config, notes))
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let (config, notes) = build_config(args)?;
+    for n in &notes {
+        tracing::info!("{n}");
+    }
+    let apps: Vec<String> = config
+        .apps
+        .iter()
+        .map(|a| format!("{} (key {})", a.id, a.key))
+        .collect();
+    let running = whosin_server::start(config).await?;
+    let addr = running.local_addr();
+    tracing::info!(apps = %apps.join(", "), "whosin server ready: ws://{addr}/app/KEY, REST http://{addr}/apps/ID, auth http://{addr}/pusher/auth");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}").context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing connections with 4200 so clients reconnect");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

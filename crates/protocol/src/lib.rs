@@ -1,0 +1,29 @@
+//! The Pusher Channels protocol, version 7, as whosin speaks it.
+//!
+//! This crate is pure: no sockets, no clocks, no tasks. The server and the
+//! client both build on it, so everything that must agree between them — the
+//! shape of a frame, what a valid channel name is, how a subscription is
+//! signed, how presence membership changes — is decided here, once, and unit
+//! tested without any I/O.
+//!
+//! * [`frame`] parses what a client sends and encodes what a server sends,
+//!   handling Pusher's double-encoded `data` field in one place.
+//! * [`channel`] knows channel kinds and name rules.
+//! * [`sign`] makes and checks every HMAC the protocol uses (channel auth,
+//!   user sign-in, REST requests, webhooks), comparing in constant time.
+//! * [`roster`] is the presence state machine: users, the connections that
+//!   hold them, and the exact join/leave transitions.
+//! * [`close`] names the WebSocket close codes and what a client should do.
+//! * [`limits`] holds the size limits Pusher documents.
+
+pub mod channel;
+pub mod close;
+pub mod frame;
+pub mod limits;
+pub mod roster;
+pub mod sign;
+
+pub use channel::{ChannelKind, ChannelName, ChannelNameError};
+pub use close::CloseCode;
+pub use frame::{ClientFrame, FrameError, PresenceData, SubscribeData};
+pub use roster::{Join, Leave, Roster};

@@ -1,0 +1,454 @@
+//! One app's live state: its channels, their subscribers and presence
+//! rosters. This is the server's "db" (in mini-redis terms).
+//!
+//! All state sits behind one synchronous mutex that is never held across an
+//! `.await`: every operation takes the lock, changes state, queues the
+//! resulting frames on the affected outboxes (which never waits), and lets go.
+//! Queuing under the lock is what gives every subscriber the same order of
+//! events on a channel — a joiner's `subscription_succeeded` is always before
+//! any `member_*` that follows it.
+
+use crate::config::AppConfig;
+use crate::metrics::{Gauges, Metrics};
+use crate::outbox::{Frame, Outbox};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use whosin_protocol::frame::{server, Data};
+use whosin_protocol::sign::verify_channel_auth;
+use whosin_protocol::{
+    ChannelKind, ChannelName, CloseCode, Join, Leave, PresenceData, Roster, SubscribeData,
+};
+
+/// A subscriber of one channel.
+#[derive(Debug)]
+struct Subscriber {
+    outbox: Outbox,
+    /// The presence user this connection holds on the channel.
+    user_id: Option<Arc<str>>,
+}
+
+/// One occupied channel. It exists only while it has subscribers.
+#[derive(Debug, Default)]
+struct Channel {
+    subscribers: HashMap<u64, Subscriber>,
+    /// Present for presence channels.
+    roster: Option<Roster<u64>>,
+}
+
+impl Channel {
+    /// Queues `frame` to every subscriber but `except`.
+    fn broadcast(&self, frame: &Frame, except: Option<u64>) {
+        for (id, sub) in &self.subscribers {
+            if Some(*id) != except {
+                sub.outbox.send(frame.clone());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    channels: HashMap<String, Channel>,
+    /// Users signed in with `pusher:signin`, for `terminate_connections`.
+    signed_in: HashMap<Arc<str>, Vec<Outbox>>,
+}
+
+/// Why a subscription was refused; sent as `pusher:subscription_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeError {
+    /// HTTP-like status: 400 bad request, 401 bad signature, 403 full, 413 too large.
+    pub status: u16,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl SubscribeError {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        SubscribeError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a client event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientEventError {
+    /// Not a private or presence channel.
+    #[error("client events are only allowed on private and presence channels, not {0:?}")]
+    PublicChannel(String),
+    /// The sender is not subscribed to the channel.
+    #[error("subscribe to {0:?} before sending client events to it")]
+    NotSubscribed(String),
+    /// The payload is too large.
+    #[error("client event data is {len} bytes; the limit is {max}")]
+    TooLarge {
+        /// Size.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+}
+
+/// What is known about one occupied channel, for the REST API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Connections subscribed.
+    pub subscription_count: usize,
+    /// Distinct users, for presence channels.
+    pub user_count: Option<usize>,
+}
+
+/// A served app.
+#[derive(Debug)]
+pub struct App {
+    /// Its configuration.
+    pub config: AppConfig,
+    state: Mutex<State>,
+    connections: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// A new app with no connections.
+    pub fn new(config: AppConfig, metrics: Arc<Metrics>) -> App {
+        App {
+            config,
+            state: Mutex::new(State::default()),
+            connections: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in this module; the
+        // state is still consistent enough to keep serving other clients.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a connection slot, or `false` when the quota is used up.
+    pub fn try_open_connection(&self) -> bool {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a connection slot back.
+    pub fn close_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Subscribes a connection. On success the `subscription_succeeded` (with
+    /// the roster, for presence) is already queued to it and `member_added`
+    /// to the others when the user is new; the presence user id is returned
+    /// for the connection's own bookkeeping.
+    pub fn subscribe(
+        &self,
+        outbox: &Outbox,
+        sub: &SubscribeData,
+    ) -> Result<Option<Arc<str>>, SubscribeError> {
+        let name = ChannelName::parse(&sub.channel)
+            .map_err(|e| SubscribeError::new(400, format!("invalid channel name: {e}")))?;
+        let kind = name.kind();
+        let mut presence = None;
+        if kind.needs_auth() {
+            let auth = sub.auth.as_deref().ok_or_else(|| {
+                SubscribeError::new(
+                    401,
+                    format!("{name} needs an auth signature from your auth endpoint"),
+                )
+            })?;
+            if kind == ChannelKind::Presence && sub.channel_data.is_none() {
+                return Err(SubscribeError::new(
+                    400,
+                    "presence channels need channel_data with a user_id",
+                ));
+            }
+            if let Err(e) = verify_channel_auth(
+                &self.config.key,
+                &self.config.secret,
+                &outbox.socket_id,
+                name.as_str(),
+                sub.channel_data.as_deref(),
+                auth,
+            ) {
+                Metrics::inc(&self.metrics.auth_failures);
+                return Err(SubscribeError::new(
+                    401,
+                    format!(
+                        "{e}: check that your auth endpoint signs with this app's key and secret"
+                    ),
+                ));
+            }
+            if kind == ChannelKind::Presence {
+                let data = sub.channel_data.as_deref().unwrap_or_default();
+                let pd =
+                    PresenceData::parse(data, self.config.max_user_info_bytes).map_err(|e| {
+                        let status = match e {
+                            whosin_protocol::frame::PresenceDataError::UserInfoTooLarge {
+                                ..
+                            } => 413,
+                            _ => 400,
+                        };
+                        SubscribeError::new(status, e.to_string())
+                    })?;
+                presence = Some(pd);
+            }
+        }
+
+        let mut state = self.state();
+        let channel = state
+            .channels
+            .entry(sub.channel.clone())
+            .or_insert_with(|| Channel {
+                subscribers: HashMap::new(),
+                roster: (kind == ChannelKind::Presence).then(Roster::new),
+            });
+        let user_id: Option<Arc<str>> = presence.as_ref().map(|p| Arc::from(p.user_id.as_str()));
+
+        if let Some(existing) = channel.subscribers.get(&outbox.id) {
+            // A repeated subscribe changes nothing; confirm it again.
+            if existing.user_id != user_id {
+                return Err(SubscribeError::new(
+                    400,
+                    "already subscribed to this channel as another user; unsubscribe first",
+                ));
+            }
+            let snapshot = channel.roster.as_ref().map(Roster::presence_json);
+            outbox.send(Frame::from(server::subscription_succeeded(
+                &sub.channel,
+                snapshot.as_deref(),
+            )));
+            return Ok(user_id);
+        }
+
+        let mut added = None;
+        if let (Some(roster), Some(pd)) = (channel.roster.as_mut(), presence.as_ref()) {
+            if !roster.admits(&pd.user_id, self.config.max_presence_members) {
+                let empty = channel.subscribers.is_empty();
+                if empty {
+                    state.channels.remove(&sub.channel);
+                }
+                return Err(SubscribeError::new(
+                    403,
+                    format!(
+                        "{} is full: it holds the maximum of {} members",
+                        sub.channel, self.config.max_presence_members
+                    ),
+                ));
+            }
+            if roster.join(&pd.user_id, pd.user_info.clone(), outbox.id) == Join::Added {
+                added = Some(server::member_added(
+                    &sub.channel,
+                    &pd.user_id,
+                    &pd.user_info,
+                ));
+            }
+        }
+        channel.subscribers.insert(
+            outbox.id,
+            Subscriber {
+                outbox: outbox.clone(),
+                user_id: user_id.clone(),
+            },
+        );
+        let snapshot = channel.roster.as_ref().map(Roster::presence_json);
+        outbox.send(Frame::from(server::subscription_succeeded(
+            &sub.channel,
+            snapshot.as_deref(),
+        )));
+        if let Some(frame) = added {
+            channel.broadcast(&Frame::from(frame), Some(outbox.id));
+        }
+        Ok(user_id)
+    }
+
+    /// Removes a connection from a channel, announcing `member_removed` when
+    /// it held the user's last connection, and dropping the channel when it
+    /// is left empty. Returns whether the connection was subscribed.
+    pub fn unsubscribe(&self, conn: u64, channel_name: &str) -> bool {
+        let mut state = self.state();
+        let Some(channel) = state.channels.get_mut(channel_name) else {
+            return false;
+        };
+        let Some(sub) = channel.subscribers.remove(&conn) else {
+            return false;
+        };
+        if let (Some(roster), Some(user)) = (channel.roster.as_mut(), sub.user_id.as_deref()) {
+            if roster.leave(user, &conn) == Leave::Removed {
+                let frame = Frame::from(server::member_removed(channel_name, user));
+                channel.broadcast(&frame, None);
+            }
+        }
+        if channel.subscribers.is_empty() {
+            state.channels.remove(channel_name);
+        }
+        true
+    }
+
+    /// Relays a client event to the channel's other subscribers, adding the
+    /// sender's `user_id` on presence channels.
+    pub fn client_event(
+        &self,
+        outbox: &Outbox,
+        channel_name: &str,
+        event: &str,
+        data: &str,
+    ) -> Result<(), ClientEventError> {
+        if !ChannelKind::of(channel_name).allows_client_events() {
+            return Err(ClientEventError::PublicChannel(channel_name.to_owned()));
+        }
+        if data.len() > self.config.max_event_data_bytes {
+            return Err(ClientEventError::TooLarge {
+                len: data.len(),
+                max: self.config.max_event_data_bytes,
+            });
+        }
+        let state = self.state();
+        let sender = state
+            .channels
+            .get(channel_name)
+            .and_then(|c| c.subscribers.get(&outbox.id).map(|s| (c, s)));
+        let Some((channel, sub)) = sender else {
+            return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));
+        };
+        let frame = Frame::from(server::event(
+            event,
+            channel_name,
+            Data::Raw(data),
+            sub.user_id.as_deref(),
+        ));
+        channel.broadcast(&frame, Some(outbox.id));
+        Ok(())
+    }
+
+    /// Publishes an event from the REST API: encoded once per channel, sent
+    /// to every subscriber but the connection with `except_socket`.
+    pub fn trigger(
+        &self,
+        channels: &[String],
+        event: &str,
+        data: &str,
+        except_socket: Option<&str>,
+    ) {
+        let state = self.state();
+        for name in channels {
+            let Some(channel) = state.channels.get(name) else {
+                continue;
+            };
+            let frame = Frame::from(server::event(event, name, Data::Str(data), None));
+            let except = except_socket.and_then(|s| {
+                channel
+                    .subscribers
+                    .values()
+                    .find(|sub| &*sub.outbox.socket_id == s)
+                    .map(|sub| sub.outbox.id)
+            });
+            channel.broadcast(&frame, except);
+        }
+    }
+
+    /// Facts about one channel, `None` when it is not occupied.
+    pub fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
+        self.state().channels.get(name).map(info_of)
+    }
+
+    /// Occupied channels whose names start with `prefix`, sorted by name.
+    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        let mut list: Vec<_> = self
+            .state()
+            .channels
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, c)| (n.clone(), info_of(c)))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
+    /// User ids present in a presence channel; `None` when it is not occupied.
+    pub fn users(&self, name: &str) -> Option<Vec<String>> {
+        let state = self.state();
+        let roster = state.channels.get(name)?.roster.as_ref()?;
+        let mut ids: Vec<String> = roster.iter().map(|(id, _)| id.to_owned()).collect();
+        ids.sort();
+        Some(ids)
+    }
+
+    /// Closes (4009) every connection of a user, whether signed in or
+    /// present in any presence channel. Returns how many were asked to close.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let state = self.state();
+        let mut ids: Vec<&Outbox> = Vec::new();
+        for channel in state.channels.values() {
+            let Some(member) = channel.roster.as_ref().and_then(|r| r.get(user_id)) else {
+                continue;
+            };
+            for conn in member.connections() {
+                if let Some(sub) = channel.subscribers.get(conn) {
+                    ids.push(&sub.outbox);
+                }
+            }
+        }
+        if let Some(list) = state.signed_in.get(user_id) {
+            ids.extend(list.iter());
+        }
+        ids.sort_by_key(|o| o.id);
+        ids.dedup_by_key(|o| o.id);
+        for o in &ids {
+            o.close(CloseCode::Unauthorized);
+        }
+        ids.len()
+    }
+
+    /// Records a signed-in user for a connection.
+    pub fn sign_in(&self, outbox: &Outbox, user_id: &str) {
+        let mut state = self.state();
+        let list = state.signed_in.entry(Arc::from(user_id)).or_default();
+        if !list.iter().any(|o| o.id == outbox.id) {
+            list.push(outbox.clone());
+        }
+    }
+
+    /// Forgets a connection's sign-in.
+    pub fn sign_out(&self, conn: u64, user_id: &str) {
+        let mut state = self.state();
+        if let Some(list) = state.signed_in.get_mut(user_id) {
+            list.retain(|o| o.id != conn);
+            if list.is_empty() {
+                state.signed_in.remove(user_id);
+            }
+        }
+    }
+
+    /// Gauges of this app for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let state = self.state();
+        Gauges {
+            connections: self.connection_count() as u64,
+            channels: state.channels.len() as u64,
+            presence_members: state
+                .channels
+                .values()
+                .filter_map(|c| c.roster.as_ref())
+                .map(|r| r.len() as u64)
+                .sum(),
+        }
+    }
+}
+
+fn info_of(c: &Channel) -> ChannelInfo {
+    ChannelInfo {
+        subscription_count: c.subscribers.len(),
+        user_count: c.roster.as_ref().map(Roster::len),
+    }
+}

@@ -1,0 +1,285 @@
+//! `/pusher/auth`: the auth endpoint the tutorial ran beside its page, built
+//! in so browsers and desktops need nothing else.
+//!
+//! It signs only the channels the app lists in `auth_channels`, gives each
+//! visitor a stable id and name, and records the IP it observes. The JSONP
+//! form answers `callback(json);` — and, unlike the tutorial, only for a
+//! callback that is a plain JavaScript identifier path, so it cannot be used
+//! to inject script.
+
+use crate::app::App;
+use crate::identity;
+use crate::metrics::Metrics;
+use crate::rest::{error, is_socket_id};
+use crate::server::Shared;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use whosin_protocol::sign::channel_auth;
+use whosin_protocol::{ChannelKind, ChannelName};
+
+/// Longest JSONP callback accepted.
+const MAX_CALLBACK_LEN: usize = 128;
+
+/// What a client sends, by form (POST) or query (GET).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthParams {
+    socket_id: Option<String>,
+    channel_name: Option<String>,
+    visitor_id: Option<String>,
+    name: Option<String>,
+    callback: Option<String>,
+    app_key: Option<String>,
+}
+
+/// POST form, as pusher-js's ajax transport sends it.
+pub async fn form(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Result<Form<AuthParams>, FormRejection>,
+) -> Response {
+    let Form(params) = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "send socket_id and channel_name as application/x-www-form-urlencoded ({e})"
+                ),
+            )
+        }
+    };
+    let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
+    match authorize(&shared, &params, ip) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err((status, msg)) => error(status, &msg),
+    }
+}
+
+/// GET with `callback`: the JSONP transport.
+pub async fn jsonp(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<AuthParams>,
+) -> Response {
+    let Some(callback) = params.callback.as_deref() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "GET needs a callback parameter (JSONP); use POST for JSON",
+        );
+    };
+    if !is_safe_callback(callback) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "callback must be a plain JavaScript name such as Pusher.auth_callbacks['3']",
+        );
+    }
+    let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
+    let (status, body) = match authorize(&shared, &params, ip) {
+        Ok(body) => (StatusCode::OK, body),
+        Err((status, msg)) => (status, json!({ "error": msg }).to_string()),
+    };
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        format!("{callback}({body});"),
+    )
+        .into_response()
+}
+
+fn authorize(shared: &Shared, p: &AuthParams, ip: IpAddr) -> Result<String, (StatusCode, String)> {
+    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+    let app: &Arc<App> = match p.app_key.as_deref() {
+        Some(k) => shared
+            .app_by_key(k)
+            .ok_or_else(|| (StatusCode::NOT_FOUND, format!("unknown app_key {k:?}")))?,
+        None => shared
+            .apps
+            .first()
+            .ok_or_else(|| bad("no app configured"))?,
+    };
+    let socket_id = p
+        .socket_id
+        .as_deref()
+        .ok_or_else(|| bad("socket_id is missing"))?;
+    if !is_socket_id(socket_id) {
+        return Err(bad("socket_id must look like 123.456"));
+    }
+    let channel = p
+        .channel_name
+        .as_deref()
+        .ok_or_else(|| bad("channel_name is missing"))?;
+    let name = ChannelName::parse(channel).map_err(|e| bad(&format!("channel_name: {e}")))?;
+    if !app.config.auth_channels.iter().any(|c| c == channel) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "this auth endpoint does not sign {channel:?}; it signs only {}",
+                app.config.auth_channels.join(", ")
+            ),
+        ));
+    }
+    let body = match name.kind() {
+        ChannelKind::Presence => {
+            let user_id = p
+                .visitor_id
+                .as_deref()
+                .filter(|v| identity::is_valid_visitor_id(v))
+                .map(str::to_owned)
+                .unwrap_or_else(identity::new_visitor_id);
+            let display = match p.name.as_deref() {
+                Some(n) => identity::clean_name(n).map_err(|e| bad(&e.to_string()))?,
+                None => None,
+            }
+            .unwrap_or_else(|| identity::fake_name(&user_id));
+            let channel_data = json!({
+                "user_id": user_id,
+                "user_info": {
+                    "name": display,
+                    "ip": identity::display_ip(ip, app.config.mask_ips),
+                }
+            })
+            .to_string();
+            let auth = channel_auth(
+                &app.config.key,
+                &app.config.secret,
+                socket_id,
+                channel,
+                Some(&channel_data),
+            );
+            json!({ "auth": auth, "channel_data": channel_data })
+        }
+        ChannelKind::Private | ChannelKind::PrivateEncrypted => {
+            let auth = channel_auth(
+                &app.config.key,
+                &app.config.secret,
+                socket_id,
+                channel,
+                None,
+            );
+            json!({ "auth": auth })
+        }
+        ChannelKind::Public => return Err(bad("public channels need no authorization")),
+    };
+    Metrics::inc(&shared.metrics.auth_endpoint_signatures);
+    Ok(body.to_string())
+}
+
+/// Whether a JSONP callback is a plain identifier path: `a.b`, `a['3']`,
+/// `a[3]`, `a["x"]`, made of identifier characters only.
+pub fn is_safe_callback(cb: &str) -> bool {
+    fn ident(s: &[u8], i: &mut usize) -> bool {
+        let start = *i;
+        while *i < s.len() && (s[*i].is_ascii_alphanumeric() || s[*i] == b'_' || s[*i] == b'$') {
+            *i += 1;
+        }
+        *i > start && !s[start].is_ascii_digit()
+    }
+    if cb.is_empty() || cb.len() > MAX_CALLBACK_LEN {
+        return false;
+    }
+    let s = cb.as_bytes();
+    let mut i = 0;
+    if !ident(s, &mut i) {
+        return false;
+    }
+    while i < s.len() {
+        match s[i] {
+            b'.' => {
+                i += 1;
+                if !ident(s, &mut i) {
+                    return false;
+                }
+            }
+            b'[' => {
+                i += 1;
+                let quote = match s.get(i) {
+                    Some(q @ (b'\'' | b'"')) => {
+                        i += 1;
+                        Some(*q)
+                    }
+                    _ => None,
+                };
+                let start = i;
+                while i < s.len()
+                    && (s[i].is_ascii_alphanumeric()
+                        || s[i] == b'_'
+                        || s[i] == b'$'
+                        || s[i] == b'-')
+                {
+                    if quote.is_none() && !s[i].is_ascii_digit() {
+                        return false;
+                    }
+                    i += 1;
+                }
+                if i == start {
+                    return false;
+                }
+                if let Some(q) = quote {
+                    if s.get(i) != Some(&q) {
+                        return false;
+                    }
+                    i += 1;
+                }
+                if s.get(i) != Some(&b']') {
+                    return false;
+                }
+                i += 1;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks() {
+        for ok in [
+            "cb",
+            "Pusher.auth_callbacks['3']",
+            "Pusher.auth_callbacks[\"3\"]",
+            "Pusher.auth_callbacks[3]",
+            "$jsonp_1.x",
+            "a.b.c['d-e']",
+        ] {
+            assert!(is_safe_callback(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "alert(1);x",
+            "a b",
+            "a;b",
+            "3a",
+            "a[]",
+            "a['3'",
+            "a['3]",
+            "a[x]",
+            "a.",
+            "a..b",
+            "</script><script>alert(1)</script>",
+            "a['3'](1)",
+            "a[\"3']",
+            &"a".repeat(200),
+        ] {
+            assert!(!is_safe_callback(bad), "{bad}");
+        }
+    }
+}

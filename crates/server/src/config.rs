@@ -1,0 +1,363 @@
+//! Server configuration: what apps exist, their limits, and the timings every
+//! connection runs under. The CLI fills this from flags, `WHOSIN_*`
+//! variables and an optional TOML file; tests build it directly.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+use whosin_protocol::limits;
+
+/// One Pusher app: its credentials and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App id, used in REST paths (`/apps/{id}/...`).
+    pub id: String,
+    /// Public key, used in WebSocket URLs and auth strings.
+    pub key: String,
+    /// Secret for every signature. Never sent to clients.
+    pub secret: String,
+    /// Most simultaneous connections; further ones are closed with 4004.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Most distinct users in one presence channel. A user already present is
+    /// always admitted with another connection.
+    #[serde(default = "defaults::max_presence_members")]
+    pub max_presence_members: usize,
+    /// Largest encoded `user_info` of a presence member, in bytes.
+    #[serde(default = "defaults::max_user_info_bytes")]
+    pub max_user_info_bytes: usize,
+    /// Largest event `data`, in bytes (REST triggers and client events).
+    #[serde(default = "defaults::max_event_data_bytes")]
+    pub max_event_data_bytes: usize,
+    /// Client events one connection may send per second; more closes it (4301).
+    #[serde(default = "defaults::client_events_per_second")]
+    pub client_events_per_second: u32,
+    /// Channels the built-in auth endpoint (`/pusher/auth`) will sign.
+    #[serde(default = "defaults::auth_channels")]
+    pub auth_channels: Vec<String>,
+    /// Whether the auth endpoint masks the last part of visitor IPs.
+    #[serde(default)]
+    pub mask_ips: bool,
+}
+
+impl AppConfig {
+    /// An app with the given credentials and every default.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        AppConfig {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            max_connections: defaults::max_connections(),
+            max_presence_members: defaults::max_presence_members(),
+            max_user_info_bytes: defaults::max_user_info_bytes(),
+            max_event_data_bytes: defaults::max_event_data_bytes(),
+            client_events_per_second: defaults::client_events_per_second(),
+            auth_channels: defaults::auth_channels(),
+            mask_ips: false,
+        }
+    }
+}
+
+/// Defaults, named so the TOML loader and [`AppConfig::new`] agree.
+pub mod defaults {
+    use super::limits;
+
+    /// The channel the tutorial and the desktop app use.
+    pub const CHANNEL: &str = "presence-whosin";
+    /// Port Soketi and the tutorial's local setups use.
+    pub const PORT: u16 = 6001;
+
+    pub(crate) fn max_connections() -> usize {
+        100_000
+    }
+    pub(crate) fn max_presence_members() -> usize {
+        10_000
+    }
+    pub(crate) fn max_user_info_bytes() -> usize {
+        limits::DEFAULT_MAX_USER_INFO_BYTES
+    }
+    pub(crate) fn max_event_data_bytes() -> usize {
+        limits::DEFAULT_MAX_EVENT_DATA_BYTES
+    }
+    pub(crate) fn client_events_per_second() -> u32 {
+        limits::DEFAULT_CLIENT_EVENTS_PER_SECOND
+    }
+    pub(crate) fn auth_channels() -> Vec<String> {
+        vec![CHANNEL.to_owned()]
+    }
+}
+
+/// A network in CIDR form, for `--trusted-proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `::1/128` or a bare address (a single host).
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IpNet::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything one server process runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// The apps served; the first is the one `/pusher/auth` signs for by default.
+    pub apps: Vec<AppConfig>,
+    /// Silence after which the server pings a client (and what it tells
+    /// clients in `connection_established`).
+    pub activity_timeout: Duration,
+    /// How long a client has to answer our ping before it is closed (4201).
+    pub pong_timeout: Duration,
+    /// Frames that may wait for one slow client before it is disconnected.
+    pub outbound_queue: usize,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long graceful shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// One app, every default, bound to 127.0.0.1 on `port`.
+    pub fn single(app: AppConfig, port: u16) -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port,
+            apps: vec![app],
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            outbound_queue: 1024,
+            max_message_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the settings a typo could break, with messages that say how to fix them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.apps.is_empty() {
+            return Err(ConfigError::Invalid("no app configured: give --app-id/--app-key/--app-secret or [[apps]] in the config file".into()));
+        }
+        for (i, a) in self.apps.iter().enumerate() {
+            for (what, v) in [("id", &a.id), ("key", &a.key), ("secret", &a.secret)] {
+                if v.is_empty() || v.contains(char::is_whitespace) || v.contains(':') {
+                    return Err(ConfigError::Invalid(format!(
+                        "app #{} has an invalid {what} {v:?}: it must be non-empty, without spaces or ':'",
+                        i + 1
+                    )));
+                }
+            }
+            if self.apps[..i]
+                .iter()
+                .any(|b| b.id == a.id || b.key == a.key)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "app id {:?} or key {:?} is used twice",
+                    a.id, a.key
+                )));
+            }
+            for ch in &a.auth_channels {
+                whosin_protocol::ChannelName::parse(ch)
+                    .map_err(|e| ConfigError::Invalid(format!("auth channel {ch:?}: {e}")))?;
+            }
+            if a.max_presence_members == 0 {
+                return Err(ConfigError::Invalid(
+                    "max_presence_members must be at least 1".into(),
+                ));
+            }
+        }
+        if self.activity_timeout < Duration::from_secs(1) || self.pong_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "activity timeout must be at least 1 s and pong timeout above 0".into(),
+            ));
+        }
+        if self.outbound_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "outbound queue must hold at least 1 frame".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration problem, said so that the user knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for whosin.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The TOML file. Every field is optional; flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Bind address.
+    pub host: Option<String>,
+    /// Bind port.
+    pub port: Option<u16>,
+    /// Seconds of silence before a ping.
+    pub activity_timeout: Option<u64>,
+    /// Seconds to wait for a pong.
+    pub pong_timeout: Option<u64>,
+    /// Frames queued per connection.
+    pub outbound_queue: Option<usize>,
+    /// Largest client message, bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Trusted proxy networks.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The apps.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipnet_contains() {
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let h = IpNet::parse("::1").unwrap();
+        assert!(h.contains("::1".parse().unwrap()));
+        assert!(!h.contains("::2".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("nope").is_err());
+    }
+
+    #[test]
+    fn toml_file_parses_with_defaults() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            port = 7000
+            trusted_proxies = ["127.0.0.1/32"]
+            [[apps]]
+            id = "1"
+            key = "k"
+            secret = "s"
+            max_presence_members = 5
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            auth_channels = ["presence-a", "private-b"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(f.port, Some(7000));
+        assert_eq!(f.apps[0].max_presence_members, 5);
+        assert_eq!(f.apps[0].auth_channels, vec!["presence-whosin"]);
+        assert_eq!(f.apps[1].auth_channels.len(), 2);
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn validation_messages() {
+        let mut c = ServerConfig::single(AppConfig::new("1", "k", "s"), 0);
+        assert!(c.validate().is_ok());
+        c.apps.push(AppConfig::new("1", "k2", "s"));
+        assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+        c.apps.pop();
+        c.apps[0].key = "a b".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid key"));
+    }
+}

@@ -1,0 +1,24 @@
+//! whosin's Pusher-compatible server.
+//!
+//! One concern per module, in the manner of mini-redis:
+//! * [`config`] — apps, limits, timings; TOML file loading.
+//! * [`server`] — binding, routing, lifetime and graceful shutdown.
+//! * [`connection`] — one WebSocket connection's task.
+//! * [`outbox`] — a connection's bounded outbound queue.
+//! * [`app`] — one app's channels and presence rosters.
+//! * [`rest`] — the signed REST API.
+//! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
+//! * [`metrics`] — counters for `/metrics`.
+
+pub mod app;
+pub mod auth_endpoint;
+pub mod config;
+pub mod connection;
+pub mod identity;
+pub mod metrics;
+pub mod outbox;
+pub mod rest;
+pub mod server;
+
+pub use config::{AppConfig, ServerConfig};
+pub use server::{start, Running, StartError};

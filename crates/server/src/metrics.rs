@@ -1,0 +1,135 @@
+//! Process-wide counters, rendered in Prometheus text format by `/metrics`.
+//!
+//! Counters are plain atomics bumped on the paths that matter; gauges that
+//! can be derived from state (channels, members) are computed at scrape time
+//! instead of being kept in step on every change.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Frames received from clients.
+    pub messages_in: AtomicU64,
+    /// Frames queued to clients.
+    pub messages_out: AtomicU64,
+    /// Subscriptions refused for a bad or missing signature, and REST
+    /// requests refused for bad authentication.
+    pub auth_failures: AtomicU64,
+    /// Clients closed because their outbound queue was full.
+    pub slow_client_disconnects: AtomicU64,
+    /// Frames from clients that could not be understood.
+    pub malformed_frames: AtomicU64,
+    /// REST API requests answered.
+    pub rest_requests: AtomicU64,
+    /// Signatures issued by `/pusher/auth`.
+    pub auth_endpoint_signatures: AtomicU64,
+}
+
+/// Gauges computed from live state when scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Occupied channels.
+    pub channels: u64,
+    /// Distinct users summed over presence channels.
+    pub presence_members: u64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of counters and gauges.
+    pub fn render(&self, g: Gauges) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP whosin_{name} {help}\n# TYPE whosin_{name} gauge\nwhosin_{name} {v}"
+            );
+        };
+        gauge("connections", "Open WebSocket connections.", g.connections);
+        gauge("channels", "Occupied channels.", g.channels);
+        gauge(
+            "presence_members",
+            "Distinct users summed over presence channels.",
+            g.presence_members,
+        );
+        let counters = [
+            (
+                "connections_total",
+                "Connections accepted since start.",
+                &self.connections_total,
+            ),
+            (
+                "messages_in_total",
+                "Frames received from clients.",
+                &self.messages_in,
+            ),
+            (
+                "messages_out_total",
+                "Frames queued to clients.",
+                &self.messages_out,
+            ),
+            (
+                "auth_failures_total",
+                "Refused signatures (subscriptions and REST).",
+                &self.auth_failures,
+            ),
+            (
+                "slow_client_disconnects_total",
+                "Clients closed because they could not keep up.",
+                &self.slow_client_disconnects,
+            ),
+            (
+                "malformed_frames_total",
+                "Client frames that could not be understood.",
+                &self.malformed_frames,
+            ),
+            (
+                "rest_requests_total",
+                "REST API requests answered.",
+                &self.rest_requests,
+            ),
+            (
+                "auth_endpoint_signatures_total",
+                "Signatures issued by /pusher/auth.",
+                &self.auth_endpoint_signatures,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP whosin_{name} {help}\n# TYPE whosin_{name} counter\nwhosin_{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series() {
+        let m = Metrics::default();
+        Metrics::inc(&m.messages_in);
+        let text = m.render(Gauges {
+            connections: 3,
+            channels: 2,
+            presence_members: 1,
+        });
+        assert!(text.contains("whosin_connections 3\n"));
+        assert!(text.contains("whosin_messages_in_total 1\n"));
+        assert!(text.contains("# TYPE whosin_slow_client_disconnects_total counter"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Binding, routing and the server's lifetime: start, serve, shut down.
+//!
+//! Graceful shutdown is done once, here: a watch channel tells every
+//! connection task to close with 4200 (so clients reconnect elsewhere or
+//! later), and [`Running::shutdown`] waits for them, bounded by the grace
+//! period.
+
+use crate::app::App;
+use crate::config::{ConfigError, ServerConfig};
+use crate::metrics::{Gauges, Metrics};
+use crate::{auth_endpoint, connection, rest};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use whosin_protocol::CloseCode;
+
+/// What every request and connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration, validated.
+    pub config: ServerConfig,
+    /// Apps in configuration order.
+    pub apps: Vec<Arc<App>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// First part of every socket id: random per process, so ids from a
+    /// restarted server do not collide with the previous run's.
+    pub node_number: u32,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh connection number.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The app with this key.
+    pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| a.config.key == key)
+    }
+
+    /// The app with this id.
+    pub fn app_by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| a.config.id == id)
+    }
+
+    /// Gauges summed over apps.
+    pub fn gauges(&self) -> Gauges {
+        self.apps
+            .iter()
+            .map(|a| a.gauges())
+            .fold(Gauges::default(), |acc, g| Gauges {
+                connections: acc.connections + g.connections,
+                channels: acc.channels + g.channels,
+                presence_members: acc.presence_members + g.presence_members,
+            })
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another server using the port? try --port 0 for a free one)")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server that is serving.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state, for tests and metrics.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Closes every connection with 4200, waits for them within the grace
+    /// period, and stops accepting.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
+        while self.shared.apps.iter().any(|a| a.connection_count() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = tokio::time::timeout_at(deadline, self.task).await;
+    }
+}
+
+/// Validates the configuration, binds, and starts serving in the background.
+pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
+    config.validate()?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let host = config.host.trim_start_matches('[').trim_end_matches(']');
+    let listener = TcpListener::bind((host, config.port))
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop, shutdown) = watch::channel(false);
+    let apps = config
+        .apps
+        .iter()
+        .map(|a| Arc::new(App::new(a.clone(), metrics.clone())))
+        .collect();
+    let shared = Arc::new(Shared {
+        config,
+        apps,
+        metrics,
+        shutdown: shutdown.clone(),
+        node_number: rand::random::<u32>() % 1_000_000_000,
+        next_id: AtomicU64::new(1),
+    });
+    let router = router(shared.clone());
+    let mut signal = shutdown;
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    Ok(Running {
+        addr: local,
+        shared,
+        stop,
+        task,
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/app/{key}", any(websocket))
+        .route("/apps/{app_id}/events", post(rest::events))
+        .route("/apps/{app_id}/batch_events", post(rest::batch_events))
+        .route("/apps/{app_id}/channels", get(rest::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(rest::channel))
+        .route("/apps/{app_id}/channels/{channel}/users", get(rest::users))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(rest::terminate),
+        )
+        .route(
+            "/pusher/auth",
+            get(auth_endpoint::jsonp).post(auth_endpoint::form),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+async fn websocket(
+    ws: WebSocketUpgrade,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    State(shared): State<Arc<Shared>>,
+) -> Response {
+    let max = shared.config.max_message_bytes;
+    let ws = ws.max_message_size(max).max_frame_size(max);
+    let app = shared.app_by_key(&key).cloned();
+    // Pusher protocol 7 is spoken; 5 and 6 differ only in ways we accept.
+    let protocol_ok = query
+        .get("protocol")
+        .is_none_or(|p| p.parse::<u32>().is_ok_and(|v| (5..=7).contains(&v)));
+    ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| async move {
+            match app {
+                None => {
+                    tracing::info!(%key, "connection refused: unknown app key");
+                    connection::refuse(socket, CloseCode::UnknownAppKey).await
+                }
+                Some(_) if !protocol_ok => {
+                    connection::refuse(socket, CloseCode::UnsupportedProtocol).await
+                }
+                Some(app) => connection::run(socket, shared, app).await,
+            }
+        })
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let g = shared.gauges();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            r#"{{"status":"ok","connections":{},"channels":{}}}"#,
+            g.connections, g.channels
+        ),
+    )
+        .into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(shared.gauges()),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    rest::error(
+        StatusCode::NOT_FOUND,
+        "not found: see the README for the endpoints whosin serves",
+    )
+}

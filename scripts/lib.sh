@@ -1,0 +1,46 @@
+# Shared helpers for scripts/run and scripts/test: install what is missing,
+# quietly when it is already there. Sourced, not run.
+
+# apt_need PKG...: installs the Debian packages that are not installed yet.
+apt_need() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing system packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >&2 || { echo "apt-get update failed: check the network or your apt sources" >&2; return 1; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+    || { echo "could not install ${missing[*]}" >&2; return 1; }
+}
+
+# need_rust: cargo must exist; say how to get it when it does not.
+need_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 && return 0
+  echo "cargo not found: install Rust with rustup (https://rustup.rs), then run this again" >&2
+  return 1
+}
+
+# need_node: node 18+ and npm for the interop tests.
+need_node() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_need nodejs npm
+  fi
+}
+
+# npm_ci DIR: `npm ci` in DIR unless node_modules already matches the lock file.
+npm_ci() {
+  local dir=$1 stamp="$1/node_modules/.whosin-lock-stamp" sum
+  sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+    return 0
+  fi
+  echo "installing test tools with npm ci in $dir" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) || return 1
+  echo "$sum" >"$stamp"
+}
