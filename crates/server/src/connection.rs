@@ -147,9 +147,12 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
             code = kill.requested() => break Some(code),
             _ = shutdown.changed() => break Some(CloseCode::Reconnect.code()),
             Some(frame) = rx.recv() => {
-                if !write_batch(&mut ws, frame, &mut rx, &kill, &mut shutdown).await {
-                    // Either the socket failed or a close was requested mid-write.
-                    break None;
+                match write_batch(&mut ws, frame, &mut rx, &kill, &mut shutdown).await {
+                    Written::All => {}
+                    Written::Failed => break None,
+                    // A close was asked for while the client was not reading:
+                    // try to say why (bounded), then drop it.
+                    Written::Interrupted(code) => break Some(code),
                 }
             }
             incoming = ws.recv() => {
@@ -203,16 +206,25 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
     tracing::debug!(socket_id = %socket_id, "disconnected");
 }
 
+/// How a batch write ended.
+enum Written {
+    /// Everything was written and flushed.
+    All,
+    /// The socket failed.
+    Failed,
+    /// A close (with this code) or shutdown came while the client was not
+    /// reading: a stalled reader must not hold the task.
+    Interrupted(u16),
+}
+
 /// Writes `first` and whatever else is queued (up to a batch), then flushes.
-/// Returns `false` if the socket failed or a close/shutdown arrived while the
-/// client was not reading: a stalled reader must not hold the task.
 async fn write_batch(
     ws: &mut WebSocket,
     first: Frame,
     rx: &mut mpsc::Receiver<Frame>,
     kill: &Kill,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> bool {
+) -> Written {
     let write = async {
         ws.feed(Message::Text(first)).await?;
         for _ in 1..WRITE_BATCH {
@@ -224,9 +236,9 @@ async fn write_batch(
         ws.flush().await
     };
     tokio::select! {
-        r = write => r.is_ok(),
-        _ = kill.requested() => false,
-        _ = shutdown.changed() => false,
+        r = write => if r.is_ok() { Written::All } else { Written::Failed },
+        code = kill.requested() => Written::Interrupted(code),
+        _ = shutdown.changed() => Written::Interrupted(CloseCode::Reconnect.code()),
     }
 }
 
