@@ -166,3 +166,98 @@ async fn wait_for_signal() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<(ServerConfig, Vec<String>)> {
+        let t = T::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        build_config(t.a)
+    }
+
+    #[test]
+    fn no_configuration_picks_a_local_default_and_says_so() {
+        let (c, notes) = parse(&[]).unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].key, "whosin");
+        assert_eq!(c.apps[0].auth_channels, vec!["presence-whosin"]);
+        assert!(notes.iter().any(|n| n.contains("no app configured")));
+    }
+
+    #[test]
+    fn flags_set_the_app() {
+        let (c, _) = parse(&[
+            "--host",
+            "::1",
+            "--port",
+            "0",
+            "--app-id",
+            "7",
+            "--app-key",
+            "k",
+            "--app-secret",
+            "s",
+            "--max-presence-members",
+            "3",
+            "--channel",
+            "presence-a",
+            "--channel",
+            "private-b",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--activity-timeout",
+            "30",
+            "--mask-ips",
+        ])
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 0));
+        assert_eq!((c.apps[0].id.as_str(), c.apps[0].key.as_str()), ("7", "k"));
+        assert_eq!(c.apps[0].max_presence_members, 3);
+        assert_eq!(c.apps[0].auth_channels, vec!["presence-a", "private-b"]);
+        assert!(c.apps[0].mask_ips);
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(c.activity_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn partial_app_flags_are_an_error_that_says_what_to_do() {
+        let e = parse(&["--app-id", "1"]).unwrap_err().to_string();
+        assert!(e.contains("--app-key"), "{e}");
+        let e = parse(&["--trusted-proxy", "nonsense"]).unwrap_err();
+        assert!(format!("{e:#}").contains("not an IP"), "{e:#}");
+    }
+
+    #[test]
+    fn config_file_serves_several_apps_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("whosin-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("whosin.toml");
+        std::fs::write(
+            &file,
+            "port = 7100\n[[apps]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s1\"\n[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nmax_presence_members = 9\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let (c, notes) = parse(&["--config", path]).unwrap();
+        assert_eq!(c.port, 7100);
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[1].max_presence_members, 9);
+        assert!(!notes.iter().any(|n| n.contains("no app configured")));
+        let (c, _) = parse(&["--config", path, "--port", "0"]).unwrap();
+        assert_eq!(c.port, 0);
+        std::fs::write(&file, "apps = 3").unwrap();
+        let e = parse(&["--config", path]).unwrap_err().to_string();
+        assert!(e.contains("is invalid"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
