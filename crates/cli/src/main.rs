@@ -3,6 +3,7 @@
 //! `whosin serve` runs the Pusher-compatible presence server. Later
 //! subcommands (join, watch, sign, trigger, bench) build on the same binary.
 
+mod join;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,20 @@ struct Cli {
 enum Command {
     /// Run a Pusher-compatible presence server (WebSocket, REST API, auth endpoint, metrics).
     Serve(serve::ServeArgs),
+    /// Join a presence channel as a visitor and print what happens (--json: one object per line).
+    Join(join::JoinArgs),
+    /// Join a presence channel and show the live list, redrawn in place.
+    Watch(join::JoinArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The server logs what it does; a visitor's terminal shows only errors
+    // beyond its own output.
+    init_logging(match cli.command {
+        Command::Serve(_) => "info",
+        _ => "error",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,22 +49,27 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Join(args) => join::run(args, false).await,
+            Command::Watch(args) => join::run(args, true).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let code = e
+                .downcast_ref::<join::Exit>()
+                .map_or(join::exit::OTHER, |x| x.code);
+            ExitCode::from(code)
         }
     }
 }
 
 /// Logs go to stderr (stdout carries the `listening on` line); the level
-/// comes from `WHOSIN_LOG` (e.g. `debug`, `whosin_server=trace`), default info.
-fn init_logging() {
+/// comes from `WHOSIN_LOG` (e.g. `debug`, `whosin_server=trace`), else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
