@@ -12,7 +12,7 @@ use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use whosin_protocol::frame::{server, Data};
 use whosin_protocol::sign::verify_channel_auth;
@@ -108,6 +108,10 @@ pub struct App {
     state: Mutex<State>,
     connections: AtomicUsize,
     metrics: Arc<Metrics>,
+    /// Set when the server shuts down: every connection is about to be
+    /// closed, so telling each one that the others left would only be noise
+    /// (and O(n²) frames).
+    shutting_down: AtomicBool,
 }
 
 impl App {
@@ -118,7 +122,13 @@ impl App {
             state: Mutex::new(State::default()),
             connections: AtomicUsize::new(0),
             metrics,
+            shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// Stops announcing departures: the server is closing every connection.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -284,7 +294,9 @@ impl App {
             return false;
         };
         if let (Some(roster), Some(user)) = (channel.roster.as_mut(), sub.user_id.as_deref()) {
-            if roster.leave(user, &conn) == Leave::Removed {
+            if roster.leave(user, &conn) == Leave::Removed
+                && !self.shutting_down.load(Ordering::Acquire)
+            {
                 let frame = Frame::from(server::member_removed(channel_name, user));
                 channel.broadcast(&frame, None);
             }
@@ -450,5 +462,63 @@ fn info_of(c: &Channel) -> ChannelInfo {
     ChannelInfo {
         subscription_count: c.subscribers.len(),
         user_count: c.roster.as_ref().map(Roster::len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whosin_protocol::frame::ServerFrame;
+    use whosin_protocol::sign::channel_auth;
+
+    fn join(app: &App, id: u64, user: &str) -> (Outbox, tokio::sync::mpsc::Receiver<Frame>) {
+        let socket_id: Arc<str> = Arc::from(format!("1.{id}"));
+        let (outbox, rx, _kill) =
+            Outbox::new(id, socket_id.clone(), 16, Arc::new(Metrics::default()));
+        let data = format!(r#"{{"user_id":"{user}"}}"#);
+        let sub = SubscribeData {
+            channel: "presence-x".into(),
+            auth: Some(channel_auth(
+                "k",
+                "s",
+                &socket_id,
+                "presence-x",
+                Some(&data),
+            )),
+            channel_data: Some(data),
+        };
+        app.subscribe(&outbox, &sub).unwrap();
+        (outbox, rx)
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Frame>) -> Vec<ServerFrame> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| ServerFrame::parse(f.as_str()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn departures_are_announced_except_during_shutdown() {
+        let app = App::new(AppConfig::new("1", "k", "s"), Arc::new(Metrics::default()));
+        let (_a, mut arx) = join(&app, 1, "a");
+        let (_b, _brx) = join(&app, 2, "b");
+        let (_c, _crx) = join(&app, 3, "c");
+        drain(&mut arx);
+        assert!(app.unsubscribe(2, "presence-x"));
+        assert_eq!(
+            drain(&mut arx),
+            vec![ServerFrame::MemberRemoved {
+                channel: "presence-x".into(),
+                user_id: "b".into()
+            }]
+        );
+        app.begin_shutdown();
+        assert!(app.unsubscribe(3, "presence-x"));
+        assert_eq!(
+            drain(&mut arx),
+            vec![],
+            "no departures announced while shutting down"
+        );
+        assert_eq!(app.users("presence-x").unwrap(), vec!["a".to_owned()]);
     }
 }

@@ -109,6 +109,9 @@ impl Running {
     /// Closes every connection with 4200, waits for them within the grace
     /// period, and stops accepting.
     pub async fn shutdown(self) {
+        for app in &self.shared.apps {
+            app.begin_shutdown();
+        }
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
         while self.shared.apps.iter().any(|a| a.connection_count() > 0)

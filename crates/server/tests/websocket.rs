@@ -441,12 +441,27 @@ async fn idle_client_is_pinged_and_a_silent_one_closed_with_4201() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_closes_with_4200() {
+async fn graceful_shutdown_closes_with_4200_without_announcing_departures() {
     let server = start(config()).await;
     let mut a = Client::connect(server.local_addr()).await;
     a.join("presence-s", "a").await;
+    let mut b = Client::connect(server.local_addr()).await;
+    b.join("presence-s", "b").await;
+    assert!(matches!(a.next().await, ServerFrame::MemberAdded { .. }));
     let stop = tokio::spawn(server.shutdown());
-    assert_eq!(a.closed(DEADLINE).await, Ended::Closed(4200));
+    // Everyone is being closed: nobody is told that the others left.
+    for c in [&mut a, &mut b] {
+        loop {
+            match c.next_or_end(DEADLINE).await {
+                Ok(ServerFrame::Ping) => {}
+                Ok(other) => panic!("unexpected frame during shutdown: {other:?}"),
+                Err(end) => {
+                    assert_eq!(end, Ended::Closed(4200));
+                    break;
+                }
+            }
+        }
+    }
     tokio::time::timeout(DEADLINE, stop).await.unwrap().unwrap();
 }
 
