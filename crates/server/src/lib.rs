@@ -9,6 +9,7 @@
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
+//! * [`web`] — the visitor page at `/` (the shared `ui/`).
 
 pub mod app;
 pub mod auth_endpoint;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rest;
 pub mod server;
+pub mod web;
 
 pub use config::{AppConfig, ServerConfig};
 pub use server::{start, Running, StartError};

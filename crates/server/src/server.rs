@@ -8,7 +8,7 @@
 use crate::app::App;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::{Gauges, Metrics};
-use crate::{auth_endpoint, connection, rest};
+use crate::{auth_endpoint, connection, rest, web};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -190,6 +190,9 @@ fn router(shared: Arc<Shared>) -> Router {
             "/pusher/auth",
             get(auth_endpoint::jsonp).post(auth_endpoint::form),
         )
+        .route("/", get(web::index))
+        .route("/whosin.json", get(web::config))
+        .route("/{file}", get(static_file))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -242,6 +245,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.render(shared.gauges()),
     )
         .into_response()
+}
+
+async fn static_file(Path(file): Path<String>) -> Response {
+    match web::file(&file) {
+        Some(r) => r,
+        None => not_found().await,
+    }
 }
 
 async fn not_found() -> Response {

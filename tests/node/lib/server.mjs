@@ -32,6 +32,8 @@ process.on('exit', () => {
  * @param {number} [opts.maxPresenceMembers] passed as --max-presence-members
  * @param {string[]} [opts.channels] each passed as --channel NAME
  * @param {string[]} [opts.extraArgs] appended verbatim
+ * @param {number} [opts.port] a fixed port (to restart a server where it was)
+ * @param {{appId:string,key:string,secret:string}} [opts.app] fixed credentials
  * @returns {Promise<WhosinServer>}
  */
 export async function startServer(opts = {}) {
@@ -39,13 +41,13 @@ export async function startServer(opts = {}) {
   if (!existsSync(bin)) {
     throw new Error(`whosin binary not found at ${bin} (build it, or set WHOSIN_BIN)`);
   }
-  const app = {
+  const app = opts.app ?? {
     appId: String(randomInt(100_000, 1_000_000)),
     key: randomBytes(10).toString('hex'),
     secret: randomBytes(10).toString('hex'),
   };
   const args = [
-    'serve', '--host', '127.0.0.1', '--port', '0',
+    'serve', '--host', '127.0.0.1', '--port', String(opts.port ?? 0),
     '--app-id', app.appId, '--app-key', app.key, '--app-secret', app.secret,
   ];
   if (opts.maxPresenceMembers != null) {

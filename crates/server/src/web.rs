@@ -1,0 +1,102 @@
+//! The visitor page: the same `ui/` the desktop app shows, built into the
+//! binary and served at `/`, so a browser pointed at the server is a visitor
+//! too. `whosin.json` tells the page which app key and channel to use.
+
+use crate::server::Shared;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::Arc;
+
+/// The page's files, embedded at build time.
+const FILES: [(&str, &str, &str); 5] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/app.js"),
+    ),
+    (
+        "view.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/view.js"),
+    ),
+    (
+        "transport.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/transport.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../ui/style.css"),
+    ),
+];
+
+/// The page may talk only to this server.
+const CSP: &str =
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'";
+
+/// Serves one embedded file by name; `None` when there is no such file.
+pub fn file(name: &str) -> Option<Response> {
+    let (_, mime, body) = FILES.iter().find(|(n, _, _)| *n == name)?;
+    Some(
+        (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::CONTENT_SECURITY_POLICY, CSP),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *body,
+        )
+            .into_response(),
+    )
+}
+
+/// `GET /`.
+pub async fn index() -> Response {
+    file("index.html").expect("index.html is embedded")
+}
+
+/// `GET /whosin.json`: the first app's key and its first signed channel.
+pub async fn config(State(shared): State<Arc<Shared>>) -> Response {
+    let app = &shared.apps[0].config;
+    let channel = app
+        .auth_channels
+        .iter()
+        .find(|c| c.starts_with("presence-"))
+        .or(app.auth_channels.first())
+        .cloned()
+        .unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        json!({"key": app.key, "channel": channel, "auth_endpoint": "pusher/auth"}).to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_file_is_served() {
+        for name in [
+            "index.html",
+            "app.js",
+            "view.js",
+            "transport.js",
+            "style.css",
+        ] {
+            assert!(super::file(name).is_some(), "{name}");
+        }
+        assert!(super::file("../Cargo.toml").is_none());
+    }
+}

@@ -1,0 +1,111 @@
+// Entry point of the page. In the desktop app (Tauri) presence comes from the
+// Rust side as events; in a browser the page joins by itself through the
+// server's auth endpoint. Either way the same View shows it.
+import { View } from './view.js';
+import { PresenceTransport } from './transport.js';
+
+const view = new View();
+window.whosinView = view; // for tests and debugging
+
+function visitorId() {
+  const KEY = 'whosin.visitor_id';
+  let id = localStorage.getItem(KEY);
+  if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    id = (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2)).replace(/[^A-Za-z0-9_-]/g, '');
+    localStorage.setItem(KEY, id);
+  }
+  return id;
+}
+
+async function startWeb() {
+  const config = await fetch('whosin.json').then((r) => r.json());
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const params = { visitor_id: visitorId() };
+  const name = localStorage.getItem('whosin.name');
+  if (name) params.name = name;
+  const transport = new PresenceTransport({
+    wsUrl: `${scheme}://${location.host}/app/${encodeURIComponent(config.key)}?protocol=7&client=whosin-web&version=1&flash=false`,
+    authEndpoint: config.auth_endpoint,
+    channel: config.channel,
+    params,
+    onEvent: (e) => view.apply(e),
+  });
+  window.whosinTransport = transport;
+  transport.start();
+}
+
+async function startDesktop(tauri) {
+  const { invoke } = tauri.core;
+  const { listen } = tauri.event;
+  // Events that arrive before the first snapshot are held and replayed only
+  // if they are newer than it (each carries a sequence number).
+  let base = null;
+  const early = [];
+  await listen('presence', ({ payload }) => {
+    if (base === null) early.push(payload);
+    else if (payload.seq > base) view.apply(payload);
+  });
+  const snap = await invoke('snapshot');
+  base = snap.seq;
+  applySnapshot(snap);
+  for (const e of early) if (e.seq > base) view.apply(e);
+
+  const join = document.getElementById('toggle-join');
+  const settingsButton = document.getElementById('toggle-settings');
+  join.hidden = false;
+  settingsButton.hidden = false;
+  join.addEventListener('click', async () => {
+    const joined = join.dataset.joined === 'true';
+    applySnapshot(await invoke('set_joined', { joined: !joined }));
+  });
+  settingsButton.addEventListener('click', () => toggleSettings(invoke));
+  document.getElementById('settings').addEventListener('submit', (ev) => saveSettings(ev, invoke));
+}
+
+function applySnapshot(snap) {
+  view.apply({ event: 'state', ...snap.state });
+  view.apply({ event: 'snapshot', me: snap.me, members: snap.members });
+  view.apply({ event: 'public_ip', ip: snap.public_ip });
+  view.apply({ event: 'address', text: snap.address });
+  const join = document.getElementById('toggle-join');
+  join.dataset.joined = String(snap.joined);
+  join.textContent = snap.joined ? 'Leave' : 'Join';
+}
+
+async function toggleSettings(invoke) {
+  const panel = document.getElementById('settings-panel');
+  panel.hidden = !panel.hidden;
+  if (panel.hidden) return;
+  const s = await invoke('get_settings');
+  const form = document.getElementById('settings');
+  form.name.value = s.name || '';
+  form.mode.value = s.remote ? 'remote' : 'embedded';
+  const r = s.remote || {};
+  form.url.value = r.url || '';
+  form.cluster.value = r.cluster || '';
+  form.key.value = r.key || '';
+  form.auth_endpoint.value = r.auth_endpoint || '';
+  form.channel.value = s.channel || '';
+  form.notifications.checked = !!s.notifications;
+}
+
+async function saveSettings(ev, invoke) {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = document.getElementById('settings-error');
+  const remote = form.mode.value === 'remote'
+    ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
+    : null;
+  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: form.notifications.checked, remote };
+  try {
+    applySnapshot(await invoke('save_settings', { settings }));
+    err.hidden = true;
+    document.getElementById('settings-panel').hidden = true;
+  } catch (e) {
+    err.textContent = String(e);
+    err.hidden = false;
+  }
+}
+
+const tauri = window.__TAURI__;
+(tauri ? startDesktop(tauri) : startWeb()).catch((e) => view.error(`cannot start: ${e.message || e}`));
