@@ -41,14 +41,15 @@ async function startDesktop(tauri) {
   // if they are newer than it (each carries a sequence number).
   let base = null;
   const early = [];
+  const onEvent = (e) => (e.event === 'refresh' ? applySnapshot(e.snapshot) : view.apply(e));
   await listen('presence', ({ payload }) => {
     if (base === null) early.push(payload);
-    else if (payload.seq > base) view.apply(payload);
+    else if (payload.seq > base) onEvent(payload);
   });
   const snap = await invoke('snapshot');
   base = snap.seq;
   applySnapshot(snap);
-  for (const e of early) if (e.seq > base) view.apply(e);
+  for (const e of early) if (e.seq > base) onEvent(e);
 
   const join = document.getElementById('toggle-join');
   const settingsButton = document.getElementById('toggle-settings');
@@ -56,7 +57,7 @@ async function startDesktop(tauri) {
   settingsButton.hidden = false;
   join.addEventListener('click', async () => {
     const joined = join.dataset.joined === 'true';
-    applySnapshot(await invoke('set_joined', { joined: !joined }));
+    await invoke('set_joined', { joined: !joined }); // a 'refresh' event follows
   });
   settingsButton.addEventListener('click', () => toggleSettings(invoke));
   document.getElementById('settings').addEventListener('submit', (ev) => saveSettings(ev, invoke));
@@ -86,7 +87,6 @@ async function toggleSettings(invoke) {
   form.key.value = r.key || '';
   form.auth_endpoint.value = r.auth_endpoint || '';
   form.channel.value = s.channel || '';
-  form.notifications.checked = !!s.notifications;
 }
 
 async function saveSettings(ev, invoke) {
@@ -96,9 +96,9 @@ async function saveSettings(ev, invoke) {
   const remote = form.mode.value === 'remote'
     ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
     : null;
-  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: form.notifications.checked, remote };
+  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: false, remote };
   try {
-    applySnapshot(await invoke('save_settings', { settings }));
+    await invoke('save_settings', { settings }); // a 'refresh' event follows
     err.hidden = true;
     document.getElementById('settings-panel').hidden = true;
   } catch (e) {

@@ -1,0 +1,298 @@
+//! The presence runtime behind the window and the tray: it owns the
+//! settings, the client connection, the embedded server and the state, and
+//! tells the UI about every change through [`Ui`]. Kept free of Tauri types
+//! so it can be driven by tests with a recording `Ui`.
+
+use crate::embedded::Embedded;
+use crate::settings::{Editable, Settings, Target};
+use crate::state::{DesktopState, Notice};
+use crate::tray::TrayModel;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use whosin_client::{Client, Events, HttpAuthorizer, IpLookup, LocalSigner, UserData};
+
+/// Where the controller's news goes.
+pub trait Ui: Send + Sync + 'static {
+    /// A numbered event for the window.
+    fn emit(&self, payload: &Value);
+    /// A new tray model.
+    fn tray(&self, model: &TrayModel);
+    /// Someone else joined or left (shown only when notifications are on).
+    fn notify(&self, _notice: &Notice) {}
+}
+
+/// Startup options, from the environment in the app and set directly in tests.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where settings.json lives.
+    pub config_dir: PathBuf,
+    /// Port the embedded server prefers.
+    pub embedded_port: u16,
+    /// Public IP lookup endpoints (empty: no lookup).
+    pub ip_lookup: Vec<String>,
+}
+
+struct Inner {
+    settings: Settings,
+    state: DesktopState,
+    client: Option<Client>,
+    /// Bumped on every (re)connect, so a pump of an old client stops.
+    generation: u64,
+    embedded: Option<Embedded>,
+    tray: Option<TrayModel>,
+}
+
+/// The presence runtime.
+pub struct Controller {
+    ui: Arc<dyn Ui>,
+    options: Options,
+    inner: Mutex<Inner>,
+    ip: IpLookup,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Loads (or creates) the settings; nothing connects until [`Controller::start`].
+    pub fn new(ui: Arc<dyn Ui>, options: Options) -> Result<Arc<Controller>, String> {
+        let settings = Settings::load_or_create(&options.config_dir).map_err(|e| e.to_string())?;
+        let ip = IpLookup::new(options.ip_lookup.clone());
+        Ok(Arc::new(Controller {
+            ui,
+            options,
+            inner: Mutex::new(Inner {
+                settings,
+                state: DesktopState::default(),
+                client: None,
+                generation: 0,
+                embedded: None,
+                tray: None,
+            }),
+            ip,
+        }))
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks up the public IP and joins as configured.
+    pub async fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let ip = match me.ip.lookup().await {
+                Ok(ip) => Some(ip.to_string()),
+                Err(e) => {
+                    tracing::info!("{e}");
+                    None
+                }
+            };
+            let payload = me.inner().state.set_public_ip(ip);
+            me.ui.emit(&payload);
+        });
+        if let Err(e) = self.connect().await {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Everything for the window.
+    pub fn snapshot(&self) -> Value {
+        self.inner().state.snapshot()
+    }
+
+    /// The settings panel's fields.
+    pub fn settings(&self) -> Editable {
+        self.inner().settings.editable()
+    }
+
+    /// The tray as last drawn.
+    pub fn tray_model(&self) -> TrayModel {
+        TrayModel::of(&self.inner().state)
+    }
+
+    /// Validates and applies new settings, then reconnects. Invalid settings
+    /// change nothing and say what to fix.
+    pub async fn save_settings(self: &Arc<Self>, e: Editable) -> Result<Value, String> {
+        let next = {
+            let inner = self.inner();
+            let (next, _target) = inner.settings.with(e).map_err(|e| e.to_string())?;
+            next
+        };
+        next.save(&self.options.config_dir)
+            .map_err(|e| e.to_string())?;
+        self.inner().settings = next;
+        self.connect().await?;
+        Ok(self.refresh_window())
+    }
+
+    /// Joins or leaves the channel; the app stays open either way.
+    pub async fn set_joined(self: &Arc<Self>, joined: bool) -> Result<Value, String> {
+        if joined {
+            self.connect().await?;
+        } else {
+            let mut inner = self.inner();
+            inner.generation += 1;
+            if let Some(c) = inner.client.take() {
+                c.close();
+            }
+            inner.state.leave();
+            drop(inner);
+            self.refresh_tray();
+        }
+        Ok(self.refresh_window())
+    }
+
+    /// Sends the window a whole new picture (after leave, join, new
+    /// settings), whoever asked for it: the window or the tray menu.
+    fn refresh_window(&self) -> Value {
+        let snapshot = self.snapshot();
+        self.ui
+            .emit(&json!({"event": "refresh", "seq": snapshot["seq"], "snapshot": snapshot}));
+        snapshot
+    }
+
+    /// Closes the connection and the embedded server (on quit).
+    pub async fn shutdown(&self) {
+        let embedded = {
+            let mut inner = self.inner();
+            inner.generation += 1;
+            if let Some(c) = inner.client.take() {
+                c.close();
+            }
+            inner.embedded.take()
+        };
+        if let Some(e) = embedded {
+            e.stop().await;
+        }
+    }
+
+    /// (Re)connects with the current settings.
+    async fn connect(self: &Arc<Self>) -> Result<(), String> {
+        let (settings, target) = {
+            let inner = self.inner();
+            let target = inner.settings.target().map_err(|e| e.to_string())?;
+            (inner.settings.clone(), target)
+        };
+        // Stop the current client first, so we never hold two memberships.
+        let old_embedded = {
+            let mut inner = self.inner();
+            inner.generation += 1;
+            if let Some(c) = inner.client.take() {
+                c.close();
+            }
+            inner.state.restart();
+            if matches!(target, Target::Remote { .. }) {
+                inner.state.address = None;
+                inner.embedded.take()
+            } else {
+                None
+            }
+        };
+        if let Some(e) = old_embedded {
+            e.stop().await;
+        }
+        self.refresh_tray();
+
+        let (builder, channel) = match &target {
+            Target::Embedded { channel } => {
+                let port = self.embedded_port(&settings).await?;
+                let endpoint = whosin_client::Endpoint::parse(
+                    &format!("ws://127.0.0.1:{port}"),
+                    crate::settings::EMBEDDED_APP,
+                )
+                .map_err(|e| e.to_string())?;
+                let user = UserData::new(
+                    &settings.visitor_id,
+                    json!({"name": settings.name, "ip": "127.0.0.1"}),
+                );
+                let signer =
+                    LocalSigner::new(crate::settings::EMBEDDED_APP, &settings.embedded_secret)
+                        .with_user(user);
+                (
+                    Client::builder(endpoint).authorizer(signer),
+                    channel.clone(),
+                )
+            }
+            Target::Remote {
+                endpoint,
+                auth_endpoint,
+                channel,
+            } => {
+                let auth = HttpAuthorizer::new(auth_endpoint)
+                    .param("visitor_id", &settings.visitor_id)
+                    .param("name", &settings.name);
+                (
+                    Client::builder(endpoint.clone()).authorizer(auth),
+                    channel.clone(),
+                )
+            }
+        };
+        let (client, events) = builder.connect();
+        client.subscribe(&channel);
+        let generation = {
+            let mut inner = self.inner();
+            inner.state.me_id = Some(settings.visitor_id.clone());
+            inner.client = Some(client);
+            inner.generation
+        };
+        let me = self.clone();
+        tokio::spawn(async move { me.pump(generation, events).await });
+        self.refresh_window();
+        Ok(())
+    }
+
+    /// The embedded server's port, starting it when needed.
+    async fn embedded_port(&self, settings: &Settings) -> Result<u16, String> {
+        if let Some(e) = &self.inner().embedded {
+            return Ok(e.port);
+        }
+        let e = Embedded::ensure(&settings.embedded_secret, self.options.embedded_port).await?;
+        let port = e.port;
+        let mut inner = self.inner();
+        inner.state.address = Some(e.address());
+        inner.embedded = Some(e);
+        Ok(port)
+    }
+
+    /// Forwards one client's events until a newer client replaces it.
+    async fn pump(self: Arc<Self>, generation: u64, mut events: Events) {
+        while let Some(event) = events.recv().await {
+            let (payload, notice, notify) = {
+                let mut inner = self.inner();
+                if inner.generation != generation {
+                    return;
+                }
+                let (payload, notice) = inner.state.apply(&event);
+                (payload, notice, inner.settings.notifications)
+            };
+            if let Some(p) = payload {
+                self.ui.emit(&p);
+            }
+            if let (Some(n), true) = (notice, notify) {
+                self.ui.notify(&n);
+            }
+            self.refresh_tray();
+        }
+    }
+
+    /// Redraws the tray when what it shows changed.
+    fn refresh_tray(&self) {
+        let model = {
+            let mut inner = self.inner();
+            let model = TrayModel::of(&inner.state);
+            if inner.tray.as_ref() == Some(&model) {
+                return;
+            }
+            inner.tray = Some(model.clone());
+            model
+        };
+        self.ui.tray(&model);
+    }
+}

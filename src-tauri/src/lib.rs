@@ -1,0 +1,210 @@
+//! whosin desktop: a tray monitor of who is online that joins as a visitor.
+//!
+//! Modules: [`settings`] (stored, validated), [`state`] (what is shown),
+//! [`badge`] (the count drawn into the tray image), [`tray`] (icon and menu),
+//! [`embedded`] (the server inside the app), [`controller`] (the presence
+//! runtime wiring the client to the UI). This file is the Tauri shell:
+//! commands, events, window and tray behaviour.
+
+pub mod badge;
+pub mod controller;
+pub mod embedded;
+pub mod settings;
+pub mod state;
+pub mod tray;
+
+use controller::{Controller, Options, Ui};
+use serde_json::Value;
+use settings::Editable;
+use state::Notice;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tauri::{AppHandle, Emitter, Manager, Runtime, WindowEvent};
+use tray::TrayModel;
+
+/// The event the window listens to.
+pub const EVENT: &str = "presence";
+
+/// Sends the controller's news to the window and the tray of a Tauri app.
+struct TauriUi<R: Runtime> {
+    app: AppHandle<R>,
+}
+
+impl<R: Runtime> Ui for TauriUi<R> {
+    fn emit(&self, payload: &Value) {
+        if let Err(e) = self.app.emit(EVENT, payload) {
+            tracing::warn!(error = %e, "could not send an event to the window");
+        }
+    }
+
+    fn tray(&self, model: &TrayModel) {
+        tray::update(&self.app, model);
+    }
+
+    fn notify(&self, notice: &Notice) {
+        tracing::info!(?notice, "presence change");
+    }
+}
+
+/// Everything for the window's first paint.
+#[tauri::command]
+fn snapshot(c: tauri::State<'_, Arc<Controller>>) -> Value {
+    c.snapshot()
+}
+
+/// Join (true) or leave (false) the channel.
+#[tauri::command]
+async fn set_joined(c: tauri::State<'_, Arc<Controller>>, joined: bool) -> Result<Value, String> {
+    c.inner().clone().set_joined(joined).await
+}
+
+/// The settings panel's fields.
+#[tauri::command]
+fn get_settings(c: tauri::State<'_, Arc<Controller>>) -> Editable {
+    c.settings()
+}
+
+/// Validate, store and apply settings; the error says what to fix.
+#[tauri::command]
+async fn save_settings(
+    c: tauri::State<'_, Arc<Controller>>,
+    settings: Editable,
+) -> Result<Value, String> {
+    c.inner().clone().save_settings(settings).await
+}
+
+/// What the tray shows (for tests and diagnostics).
+#[tauri::command]
+fn tray_state(c: tauri::State<'_, Arc<Controller>>) -> TrayModel {
+    c.tray_model()
+}
+
+/// Startup options: `WHOSIN_CONFIG_DIR`, `WHOSIN_DESKTOP_PORT`,
+/// `WHOSIN_IP_LOOKUP` (comma list, or `none`) override the defaults.
+fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
+    let config_dir = std::env::var_os("WHOSIN_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| app.path().app_config_dir().ok())
+        .unwrap_or_else(|| std::env::temp_dir().join("whosin"));
+    let embedded_port = std::env::var("WHOSIN_DESKTOP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6001);
+    let ip_lookup = match std::env::var("WHOSIN_IP_LOOKUP") {
+        Ok(v) if v == "none" => Vec::new(),
+        Ok(v) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => whosin_client::ip::DEFAULT_ENDPOINTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    Options {
+        config_dir,
+        embedded_port,
+        ip_lookup,
+    }
+}
+
+fn show_window<R: Runtime>(app: &AppHandle<R>) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.unminimize();
+        let _ = w.show();
+        let _ = w.set_focus();
+    }
+}
+
+/// The tray menu's actions.
+pub(crate) fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
+    let Some(c) = app
+        .try_state::<Arc<Controller>>()
+        .map(|s| s.inner().clone())
+    else {
+        return;
+    };
+    match id {
+        "show" => show_window(app),
+        "join" => {
+            let joined = c.tray_model().joined;
+            tauri::async_runtime::spawn(async move {
+                if let Err(e) = c.set_joined(!joined).await {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+        "quit" => {
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                c.shutdown().await;
+                app.exit(0);
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Builds the app (shared by `run` and the mock-runtime tests).
+pub fn builder<R: Runtime>() -> tauri::Builder<R> {
+    tauri::Builder::<R>::new()
+        .invoke_handler(tauri::generate_handler![
+            snapshot,
+            set_joined,
+            get_settings,
+            save_settings,
+            tray_state
+        ])
+        .on_window_event(|window, event| {
+            // Closing the window hides it: the app lives in the tray.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == "main" {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
+}
+
+/// Sets up the controller and the tray for an app.
+pub fn setup<R: Runtime>(app: &AppHandle<R>, with_tray: bool) -> Result<Arc<Controller>, String> {
+    let ui: Arc<dyn Ui> = Arc::new(TauriUi { app: app.clone() });
+    let controller = Controller::new(ui, options(app))?;
+    app.manage(controller.clone());
+    if with_tray {
+        tray::create(app, &controller.tray_model())
+            .map_err(|e| format!("cannot create the tray icon: {e}"))?;
+    }
+    let c = controller.clone();
+    tauri::async_runtime::spawn(async move { c.start().await });
+    Ok(controller)
+}
+
+/// Runs the desktop app.
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let app = builder::<tauri::Wry>()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            show_window(app)
+        }))
+        .setup(|app| {
+            setup(app.handle(), true).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+            Ok(())
+        })
+        .build(tauri::generate_context!());
+    match app {
+        Ok(app) => app.run(|_, _| {}),
+        Err(e) => {
+            eprintln!("error: whosin could not start: {e}");
+            std::process::exit(1);
+        }
+    }
+}

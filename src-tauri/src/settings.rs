@@ -1,0 +1,354 @@
+//! The desktop's settings: who this visitor is and which server to join.
+//!
+//! Made once per install (a visitor id, a fake name, the embedded server's
+//! secret) and kept as JSON in the OS config directory. Every change is
+//! validated into a [`Target`] first, so a typo gets a message that says what
+//! to fix and the running connection is left alone.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use whosin_client::{identity, Endpoint};
+use whosin_protocol::{ChannelKind, ChannelName};
+
+/// The channel the tutorial, the web page and the embedded server use.
+pub const DEFAULT_CHANNEL: &str = "presence-whosin";
+/// Longest display name.
+pub const MAX_NAME_CHARS: usize = 40;
+/// The embedded server's app key and id; its secret is per install.
+pub const EMBEDDED_APP: &str = "whosin";
+
+/// A remote Pusher-protocol server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Remote {
+    /// `ws://host:port` or `wss://host`; or give `cluster`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A hosted Pusher cluster name (e.g. `eu`).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// The app key.
+    #[serde(default)]
+    pub key: String,
+    /// The auth endpoint that signs the presence subscription.
+    #[serde(default)]
+    pub auth_endpoint: String,
+}
+
+/// Everything stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Stable visitor id, so restarts and reconnects are the same person.
+    pub visitor_id: String,
+    /// Display name: a random fake name made once, editable.
+    pub name: String,
+    /// Presence channel; `None` for the default.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// `None`: the embedded server on this computer.
+    #[serde(default)]
+    pub remote: Option<Remote>,
+    /// Notify when someone joins or leaves (off by default).
+    #[serde(default)]
+    pub notifications: bool,
+    /// The embedded server's secret, made once. Never used in remote mode.
+    pub embedded_secret: String,
+}
+
+/// What the settings panel edits; the rest is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Editable {
+    /// Display name.
+    pub name: String,
+    /// Channel, `None` for the default.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Remote server, `None` for the embedded one.
+    #[serde(default)]
+    pub remote: Option<Remote>,
+    /// Notifications on joins and leaves.
+    #[serde(default)]
+    pub notifications: bool,
+}
+
+/// Where to connect, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Start (or reuse) the server on this computer and sign locally.
+    Embedded {
+        /// Channel.
+        channel: String,
+    },
+    /// A remote server and its auth endpoint; no secret involved.
+    Remote {
+        /// Where.
+        endpoint: Endpoint,
+        /// Who signs.
+        auth_endpoint: String,
+        /// Channel.
+        channel: String,
+    },
+}
+
+/// A setting that cannot be used, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The name is empty, too long, or has control characters.
+    #[error("name: {0}")]
+    Name(String),
+    /// The channel is not a valid presence channel.
+    #[error("channel: {0}")]
+    Channel(String),
+    /// The remote server is not usable.
+    #[error("server: {0}")]
+    Server(String),
+    /// The file could not be read or written.
+    #[error("settings file {path}: {message}")]
+    File {
+        /// Which file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Fresh settings: a new visitor id, a fake name, a new embedded secret.
+    pub fn fresh() -> Settings {
+        Settings {
+            visitor_id: identity::new_visitor_id(),
+            name: identity::random_name(),
+            channel: None,
+            remote: None,
+            notifications: false,
+            embedded_secret: identity::new_visitor_id() + &identity::new_visitor_id(),
+        }
+    }
+
+    /// The file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("settings.json")
+    }
+
+    /// Loads the settings, creating and saving fresh ones on first run.
+    /// A corrupt file is kept aside (`settings.json.broken`) rather than
+    /// silently lost, and fresh settings are used.
+    pub fn load_or_create(dir: &Path) -> Result<Settings, SettingsError> {
+        let path = Self::path(dir);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match serde_json::from_str::<Settings>(&text) {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "settings file is corrupt; starting fresh");
+                    let _ = std::fs::rename(&path, path.with_extension("json.broken"));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SettingsError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+        let s = Settings::fresh();
+        s.save(dir)?;
+        Ok(s)
+    }
+
+    /// Writes the settings atomically (write a temp file, then rename).
+    pub fn save(&self, dir: &Path) -> Result<(), SettingsError> {
+        let path = Self::path(dir);
+        let err = |e: std::io::Error| SettingsError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("settings serialize");
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// The editable part, for the settings panel.
+    pub fn editable(&self) -> Editable {
+        Editable {
+            name: self.name.clone(),
+            channel: self.channel.clone(),
+            remote: self.remote.clone(),
+            notifications: self.notifications,
+        }
+    }
+
+    /// These settings with `e` applied and checked; `self` is unchanged
+    /// when `e` is invalid.
+    pub fn with(&self, e: Editable) -> Result<(Settings, Target), SettingsError> {
+        let mut next = self.clone();
+        next.name = e.name.trim().to_owned();
+        next.channel = e
+            .channel
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty());
+        next.remote = e.remote.map(|r| Remote {
+            url: r.url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
+            cluster: r
+                .cluster
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty()),
+            key: r.key.trim().to_owned(),
+            auth_endpoint: r.auth_endpoint.trim().to_owned(),
+        });
+        next.notifications = e.notifications;
+        let target = next.target()?;
+        Ok((next, target))
+    }
+
+    /// The channel to join.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+    }
+
+    /// Validates everything and says where to connect.
+    pub fn target(&self) -> Result<Target, SettingsError> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err(SettingsError::Name("enter a name others will see".into()));
+        }
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(SettingsError::Name(format!(
+                "at most {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(SettingsError::Name("no control characters".into()));
+        }
+        let channel = self.channel().to_owned();
+        let parsed =
+            ChannelName::parse(&channel).map_err(|e| SettingsError::Channel(e.to_string()))?;
+        if parsed.kind() != ChannelKind::Presence {
+            return Err(SettingsError::Channel(format!(
+                "{channel:?} is not a presence channel; its name must start with presence-"
+            )));
+        }
+        let Some(remote) = &self.remote else {
+            return Ok(Target::Embedded { channel });
+        };
+        let endpoint = match (&remote.url, &remote.cluster) {
+            (Some(_), Some(_)) => {
+                return Err(SettingsError::Server(
+                    "give a server URL or a Pusher cluster, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(SettingsError::Server(
+                    "give a server URL (ws://host:port) or a Pusher cluster".into(),
+                ))
+            }
+            (Some(url), None) => Endpoint::parse(url, &remote.key),
+            (None, Some(cluster)) => Endpoint::cluster(cluster, &remote.key),
+        }
+        .map_err(|e| SettingsError::Server(e.to_string()))?;
+        let auth = &remote.auth_endpoint;
+        if !(auth.starts_with("http://") || auth.starts_with("https://")) || auth.len() < 10 {
+            return Err(SettingsError::Server(
+                "the auth endpoint must be an http:// or https:// URL, e.g. https://example.com/pusher/auth".into(),
+            ));
+        }
+        Ok(Target::Remote {
+            endpoint,
+            auth_endpoint: auth.clone(),
+            channel,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(url: Option<&str>, cluster: Option<&str>, key: &str, auth: &str) -> Editable {
+        Editable {
+            name: "Ada".into(),
+            channel: None,
+            remote: Some(Remote {
+                url: url.map(Into::into),
+                cluster: cluster.map(Into::into),
+                key: key.into(),
+                auth_endpoint: auth.into(),
+            }),
+            notifications: false,
+        }
+    }
+
+    #[test]
+    fn fresh_settings_are_embedded_and_valid() {
+        let s = Settings::fresh();
+        assert_eq!(
+            s.target(),
+            Ok(Target::Embedded {
+                channel: DEFAULT_CHANNEL.into()
+            })
+        );
+        assert_eq!(s.visitor_id.len(), 16);
+        assert!(s.embedded_secret.len() >= 32);
+        assert_ne!(Settings::fresh().visitor_id, s.visitor_id);
+    }
+
+    #[test]
+    fn remote_settings_are_checked_with_messages() {
+        let s = Settings::fresh();
+        let (next, target) = s
+            .with(remote(
+                Some(" ws://example.org:6001 "),
+                None,
+                "k",
+                "https://example.org/auth",
+            ))
+            .unwrap();
+        assert!(
+            matches!(target, Target::Remote { ref endpoint, .. } if endpoint.port == 6001 && endpoint.key == "k")
+        );
+        assert_eq!(
+            next.remote.unwrap().url.as_deref(),
+            Some("ws://example.org:6001")
+        );
+        let (_, t) = s
+            .with(remote(None, Some("eu"), "k", "https://example.org/auth"))
+            .unwrap();
+        assert!(
+            matches!(t, Target::Remote { ref endpoint, .. } if endpoint.host == "ws-eu.pusher.com")
+        );
+
+        let err = |e: Editable| s.with(e).unwrap_err().to_string();
+        assert!(
+            err(remote(Some("ws://a"), Some("eu"), "k", "https://a/auth")).contains("not both")
+        );
+        assert!(err(remote(None, None, "k", "https://a/auth")).contains("server URL"));
+        assert!(err(remote(Some("example.org"), None, "k", "https://a/auth")).contains("ws://"));
+        assert!(err(remote(Some("ws://a"), None, "", "https://a/auth")).contains("app key"));
+        assert!(err(remote(Some("ws://a"), None, "k", "a/auth")).contains("auth endpoint"));
+        let mut bad = remote(Some("ws://a"), None, "k", "https://a/auth");
+        bad.channel = Some("private-x".into());
+        assert!(err(bad.clone()).contains("presence-"));
+        bad.channel = Some("presence bad".into());
+        assert!(err(bad).contains("channel"));
+        let mut e = s.editable();
+        e.name = "  ".into();
+        assert!(err(e.clone()).starts_with("name"));
+        e.name = "x".repeat(41);
+        assert!(err(e).contains("40"));
+    }
+
+    #[test]
+    fn saved_and_loaded_and_a_corrupt_file_is_kept_aside() {
+        let dir = std::env::temp_dir().join(format!("whosin-settings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = Settings::load_or_create(&dir).unwrap();
+        let again = Settings::load_or_create(&dir).unwrap();
+        assert_eq!(first, again, "made once, then kept");
+        std::fs::write(Settings::path(&dir), "{ nope").unwrap();
+        let fresh = Settings::load_or_create(&dir).unwrap();
+        assert_ne!(fresh.visitor_id, first.visitor_id);
+        assert!(dir.join("settings.json.broken").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,355 @@
+//! What the window and the tray show, as a small state machine apart from
+//! Tauri: client events go in, UI events (numbered, so the window can tell
+//! which came after its snapshot) come out.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use whosin_client::{ConnectionState, Event, Member};
+
+/// Connection state as the window shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conn {
+    /// First attempt.
+    Connecting,
+    /// Joined the server.
+    Connected,
+    /// Waiting to retry.
+    Reconnecting {
+        /// Delay before the next attempt, ms.
+        delay_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Stopped, with why.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// The user left the channel (the app keeps running).
+    Left,
+}
+
+impl Conn {
+    fn json(&self) -> Value {
+        match self {
+            Conn::Connecting => json!({"state":"connecting"}),
+            Conn::Connected => json!({"state":"connected"}),
+            Conn::Reconnecting { delay_ms, reason } => {
+                json!({"state":"reconnecting","delay_ms":delay_ms,"reason":reason})
+            }
+            Conn::Disconnected { reason } => json!({"state":"disconnected","reason":reason}),
+            Conn::Left => json!({"state":"left"}),
+        }
+    }
+}
+
+/// Everything the window and tray show.
+#[derive(Debug, Clone)]
+pub struct DesktopState {
+    seq: u64,
+    /// Connection state.
+    pub conn: Conn,
+    /// This visitor's id.
+    pub me_id: Option<String>,
+    members: BTreeMap<String, Value>,
+    /// Whether the user wants to be in the channel.
+    pub joined: bool,
+    /// The looked-up public IP.
+    pub public_ip: Option<String>,
+    /// Where others can reach the embedded server, if any.
+    pub address: Option<String>,
+}
+
+impl Default for DesktopState {
+    fn default() -> Self {
+        DesktopState {
+            seq: 0,
+            conn: Conn::Connecting,
+            me_id: None,
+            members: BTreeMap::new(),
+            joined: true,
+            public_ip: None,
+            address: None,
+        }
+    }
+}
+
+/// A change worth telling the user about (notifications).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// Someone else joined.
+    Joined(String),
+    /// Someone else left.
+    Left(String),
+}
+
+/// A member's display name.
+pub fn display_name(id: &str, info: &Value) -> String {
+    info["name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(id)
+        .to_owned()
+}
+
+fn member_json(m: &Member) -> Value {
+    json!({"id": m.id, "info": m.info})
+}
+
+impl DesktopState {
+    /// Members online.
+    pub fn count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the count is live (connected and joined).
+    pub fn live(&self) -> bool {
+        self.conn == Conn::Connected && self.joined
+    }
+
+    /// Up to `n` names for the tray menu: you first, then by name.
+    pub fn names(&self, n: usize) -> Vec<String> {
+        let mut v: Vec<(bool, String)> = self
+            .members
+            .iter()
+            .map(|(id, info)| (Some(id) != self.me_id.as_ref(), display_name(id, info)))
+            .collect();
+        v.sort();
+        v.into_iter()
+            .take(n)
+            .map(|(other, name)| if other { name } else { format!("{name} (you)") })
+            .collect()
+    }
+
+    fn next(&mut self, mut payload: Value) -> Value {
+        self.seq += 1;
+        payload["seq"] = json!(self.seq);
+        payload
+    }
+
+    /// Applies a client event; returns the UI event to emit (if any) and a
+    /// notice about someone else (if any).
+    pub fn apply(&mut self, e: &Event) -> (Option<Value>, Option<Notice>) {
+        match e {
+            Event::State(s) => {
+                self.conn = match s {
+                    ConnectionState::Connecting => Conn::Connecting,
+                    ConnectionState::Connected { .. } => Conn::Connected,
+                    ConnectionState::Reconnecting { delay, reason, .. } => Conn::Reconnecting {
+                        delay_ms: delay.as_millis() as u64,
+                        reason: reason.clone(),
+                    },
+                    ConnectionState::Disconnected { reason } => Conn::Disconnected {
+                        reason: reason.to_string(),
+                    },
+                };
+                let mut p = self.conn.json();
+                p["event"] = json!("state");
+                (Some(self.next(p)), None)
+            }
+            Event::Snapshot { me, members, .. } => {
+                if let Some(me) = me {
+                    self.me_id = Some(me.id.clone());
+                }
+                self.members = members
+                    .iter()
+                    .map(|m| (m.id.clone(), m.info.clone()))
+                    .collect();
+                let p = json!({
+                    "event": "snapshot",
+                    "me": me.as_ref().map(member_json),
+                    "members": members.iter().map(member_json).collect::<Vec<_>>(),
+                });
+                (Some(self.next(p)), None)
+            }
+            Event::MemberAdded { member, .. } => {
+                if self
+                    .members
+                    .insert(member.id.clone(), member.info.clone())
+                    .is_some()
+                {
+                    return (None, None);
+                }
+                let notice = (Some(&member.id) != self.me_id.as_ref())
+                    .then(|| Notice::Joined(display_name(&member.id, &member.info)));
+                let p = json!({"event":"member_added","member":member_json(member),"count":self.count()});
+                (Some(self.next(p)), notice)
+            }
+            Event::MemberRemoved { member, .. } => {
+                let Some(info) = self.members.remove(&member.id) else {
+                    return (None, None);
+                };
+                let notice = (Some(&member.id) != self.me_id.as_ref())
+                    .then(|| Notice::Left(display_name(&member.id, &info)));
+                let p = json!({"event":"member_removed","member":{"id":member.id,"info":info},"count":self.count()});
+                (Some(self.next(p)), notice)
+            }
+            Event::SubscriptionFailed { message, .. } => {
+                self.conn = Conn::Disconnected {
+                    reason: format!("cannot join: {message}"),
+                };
+                let p = json!({"event":"subscription_error","message":message});
+                (Some(self.next(p)), None)
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// The user left the channel: nobody is shown until they join again.
+    pub fn leave(&mut self) {
+        self.joined = false;
+        self.conn = Conn::Left;
+        self.members.clear();
+        self.seq += 1;
+    }
+
+    /// A new connection is starting (join, or new settings).
+    pub fn restart(&mut self) {
+        self.joined = true;
+        self.conn = Conn::Connecting;
+        self.members.clear();
+        self.seq += 1;
+    }
+
+    /// Records the public IP and returns its UI event.
+    pub fn set_public_ip(&mut self, ip: Option<String>) -> Value {
+        self.public_ip = ip.clone();
+        self.next(json!({"event":"public_ip","ip":ip}))
+    }
+
+    /// Everything, for the window's first paint (and after commands).
+    pub fn snapshot(&self) -> Value {
+        let me = self.me_id.as_ref().and_then(|id| {
+            self.members
+                .get(id)
+                .map(|info| json!({"id": id, "info": info}))
+        });
+        json!({
+            "seq": self.seq,
+            "state": self.conn.json(),
+            "me": me,
+            "members": self.members.iter().map(|(id, info)| json!({"id": id, "info": info})).collect::<Vec<_>>(),
+            "joined": self.joined,
+            "public_ip": self.public_ip,
+            "address": self.address,
+            "count": self.count(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn m(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            info: json!({"name": format!("N{id}"), "ip": "127.0.0.1"}),
+        }
+    }
+
+    #[test]
+    fn follows_a_session() {
+        let mut s = DesktopState::default();
+        let (p, _) = s.apply(&Event::State(ConnectionState::Connected {
+            socket_id: "1.1".into(),
+        }));
+        assert_eq!(p.unwrap()["seq"], 1);
+        let (p, _) = s.apply(&Event::Snapshot {
+            channel: "c".into(),
+            me: Some(m("me")),
+            members: vec![m("me"), m("a")],
+        });
+        assert_eq!(p.unwrap()["members"].as_array().unwrap().len(), 2);
+        assert_eq!(s.count(), 2);
+        assert!(s.live());
+        let (p, n) = s.apply(&Event::MemberAdded {
+            channel: "c".into(),
+            member: m("b"),
+            count: 3,
+        });
+        assert_eq!(p.unwrap()["count"], 3);
+        assert_eq!(n, Some(Notice::Joined("Nb".into())));
+        // A duplicate add changes nothing and emits nothing.
+        assert_eq!(
+            s.apply(&Event::MemberAdded {
+                channel: "c".into(),
+                member: m("b"),
+                count: 3
+            }),
+            (None, None)
+        );
+        let (_, n) = s.apply(&Event::MemberRemoved {
+            channel: "c".into(),
+            member: Member {
+                id: "a".into(),
+                info: Value::Null,
+            },
+            count: 2,
+        });
+        assert_eq!(
+            n,
+            Some(Notice::Left("Na".into())),
+            "the name comes from what we knew"
+        );
+        assert_eq!(s.names(10), vec!["Nme (you)".to_owned(), "Nb".to_owned()]);
+        let snap = s.snapshot();
+        assert_eq!(snap["count"], 2);
+        assert_eq!(snap["me"]["id"], "me");
+        assert_eq!(snap["seq"], 4);
+    }
+
+    #[test]
+    fn reconnecting_keeps_the_list_and_leaving_clears_it() {
+        let mut s = DesktopState::default();
+        s.apply(&Event::Snapshot {
+            channel: "c".into(),
+            me: Some(m("me")),
+            members: vec![m("me"), m("a")],
+        });
+        let (p, _) = s.apply(&Event::State(ConnectionState::Reconnecting {
+            delay: Duration::from_millis(1500),
+            reason: "lost".into(),
+            unreachable: false,
+        }));
+        let p = p.unwrap();
+        assert_eq!(
+            (p["state"].as_str(), p["delay_ms"].as_u64()),
+            (Some("reconnecting"), Some(1500))
+        );
+        assert_eq!(s.count(), 2);
+        assert!(!s.live());
+        s.leave();
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.snapshot()["state"]["state"], "left");
+        assert!(!s.snapshot()["joined"].as_bool().unwrap());
+        s.restart();
+        assert!(s.joined);
+    }
+
+    #[test]
+    fn own_arrival_is_not_a_notice_and_names_are_capped() {
+        let mut s = DesktopState::default();
+        s.apply(&Event::Snapshot {
+            channel: "c".into(),
+            me: Some(m("me")),
+            members: vec![m("me")],
+        });
+        for i in 0..20 {
+            s.apply(&Event::MemberAdded {
+                channel: "c".into(),
+                member: m(&format!("{i:02}")),
+                count: 0,
+            });
+        }
+        assert_eq!(s.names(10).len(), 10);
+        assert_eq!(s.names(10)[0], "Nme (you)");
+        let (_, n) = s.apply(&Event::MemberRemoved {
+            channel: "c".into(),
+            member: m("me"),
+            count: 0,
+        });
+        assert_eq!(n, None);
+    }
+}

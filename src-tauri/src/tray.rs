@@ -1,0 +1,210 @@
+//! The tray icon: the count in the image, and a menu that carries what the
+//! Linux tray cannot show (no tooltip, no click events): "N online", up to
+//! ten names, Show window, Join/Leave, Quit.
+
+use crate::badge::{self, Tone};
+use crate::state::{Conn, DesktopState};
+use serde::Serialize;
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Runtime};
+
+/// The tray's id.
+pub const TRAY_ID: &str = "whosin";
+/// Names listed in the menu at most.
+pub const MAX_NAMES: usize = 10;
+
+/// What the tray shows; kept so tests can read it through a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrayModel {
+    /// Count drawn in the icon (`None` when not live).
+    pub count: Option<usize>,
+    /// Text drawn in the icon.
+    pub icon_text: String,
+    /// Colour of the disc: online, waiting, offline.
+    pub tone: &'static str,
+    /// Title beside the icon (macOS, some Linux desktops) and tooltip (Windows).
+    pub title: String,
+    /// Menu item labels, top to bottom (separators as "-").
+    pub menu: Vec<String>,
+    /// Whether the visitor is in the channel (the Join/Leave item).
+    pub joined: bool,
+}
+
+impl TrayModel {
+    /// The model for a state.
+    pub fn of(s: &DesktopState) -> TrayModel {
+        let tone = match (&s.conn, s.joined) {
+            (_, false) | (Conn::Disconnected { .. }, _) => Tone::Offline,
+            (Conn::Connected, true) => Tone::Online,
+            _ => Tone::Waiting,
+        };
+        // While reconnecting the last count stays, greyed as "waiting".
+        let count = match tone {
+            Tone::Offline => None,
+            _ if matches!(s.conn, Conn::Connecting) => None,
+            _ => Some(s.count()),
+        };
+        let headline = match (&s.conn, count) {
+            (_, _) if !s.joined => "Not joined".to_owned(),
+            (Conn::Disconnected { .. }, _) => "Offline".to_owned(),
+            (Conn::Reconnecting { .. }, Some(n)) => format!("{n} online (reconnecting…)"),
+            (_, Some(n)) => format!("{n} online"),
+            (_, None) => "Connecting…".to_owned(),
+        };
+        let mut menu = vec![headline.clone()];
+        let names = s.names(MAX_NAMES);
+        if !names.is_empty() && s.joined {
+            menu.push("-".into());
+            menu.extend(names);
+            if s.count() > MAX_NAMES {
+                menu.push(format!("and {} more", s.count() - MAX_NAMES));
+            }
+        }
+        menu.push("-".into());
+        menu.push("Show window".into());
+        menu.push(if s.joined { "Leave" } else { "Join" }.into());
+        menu.push("Quit".into());
+        TrayModel {
+            icon_text: badge::label(count),
+            count,
+            tone: match tone {
+                Tone::Online => "online",
+                Tone::Waiting => "waiting",
+                Tone::Offline => "offline",
+            },
+            title: headline,
+            menu,
+            joined: s.joined,
+        }
+    }
+
+    fn tone(&self) -> Tone {
+        match self.tone {
+            "online" => Tone::Online,
+            "waiting" => Tone::Waiting,
+            _ => Tone::Offline,
+        }
+    }
+}
+
+fn menu<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) -> tauri::Result<Menu<R>> {
+    let menu = Menu::new(app)?;
+    let last = model.menu.len() - 3;
+    for (i, label) in model.menu.iter().enumerate() {
+        if label == "-" {
+            menu.append(&PredefinedMenuItem::separator(app)?)?;
+            continue;
+        }
+        let (id, enabled) = match i {
+            _ if i == last => ("show", true),
+            _ if i == last + 1 => ("join", true),
+            _ if i == last + 2 => ("quit", true),
+            _ => ("info", false),
+        };
+        let id = if id == "info" {
+            format!("info-{i}")
+        } else {
+            id.to_owned()
+        };
+        menu.append(&MenuItem::with_id(app, id, label, enabled, None::<&str>)?)?;
+    }
+    Ok(menu)
+}
+
+fn image(model: &TrayModel) -> Image<'static> {
+    let b = badge::render(model.count, model.tone());
+    Image::new_owned(b.rgba, badge::SIZE, badge::SIZE)
+}
+
+/// Creates the tray icon.
+pub fn create<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) -> tauri::Result<()> {
+    TrayIconBuilder::with_id(TRAY_ID)
+        .icon(image(model))
+        .menu(&menu(app, model)?)
+        .title(&model.title)
+        .tooltip(&model.title)
+        .on_menu_event(|app, event| crate::on_menu(app, event.id().as_ref()))
+        .build(app)?;
+    Ok(())
+}
+
+/// Shows a new model: a fresh image, title, tooltip and menu.
+pub fn update<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) {
+    let Some(tray) = app.tray_by_id(TRAY_ID) else {
+        return;
+    };
+    let result = (|| -> tauri::Result<()> {
+        tray.set_icon(Some(image(model)))?;
+        tray.set_title(Some(&model.title))?;
+        tray.set_tooltip(Some(&model.title))?;
+        tray.set_menu(Some(menu(app, model)?))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not update the tray");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whosin_client::{ConnectionState, Event, Member};
+
+    #[test]
+    fn model_follows_the_state() {
+        let mut s = DesktopState::default();
+        assert_eq!(TrayModel::of(&s).title, "Connecting…");
+        s.apply(&Event::State(ConnectionState::Connected {
+            socket_id: "1.1".into(),
+        }));
+        let me = Member {
+            id: "me".into(),
+            info: serde_json::json!({"name":"Ada"}),
+        };
+        s.apply(&Event::Snapshot {
+            channel: "c".into(),
+            me: Some(me.clone()),
+            members: vec![me],
+        });
+        let m = TrayModel::of(&s);
+        assert_eq!(
+            (m.count, m.icon_text.as_str(), m.tone),
+            (Some(1), "1", "online")
+        );
+        assert_eq!(
+            m.menu,
+            [
+                "1 online",
+                "-",
+                "Ada (you)",
+                "-",
+                "Show window",
+                "Leave",
+                "Quit"
+            ]
+        );
+        for i in 0..12 {
+            s.apply(&Event::MemberAdded {
+                channel: "c".into(),
+                member: Member {
+                    id: format!("u{i:02}"),
+                    info: serde_json::json!({"name": format!("User {i:02}")}),
+                },
+                count: 0,
+            });
+        }
+        let m = TrayModel::of(&s);
+        assert_eq!(m.title, "13 online");
+        assert_eq!(m.menu.iter().filter(|l| l.starts_with("User")).count(), 9);
+        assert!(m.menu.contains(&"and 3 more".to_owned()));
+        s.leave();
+        let m = TrayModel::of(&s);
+        assert_eq!(
+            (m.count, m.tone, m.title.as_str()),
+            (None, "offline", "Not joined")
+        );
+        assert_eq!(m.menu, ["Not joined", "-", "Show window", "Join", "Quit"]);
+    }
+}
