@@ -147,9 +147,10 @@ pub(crate) fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
     }
 }
 
-/// Builds the app (shared by `run` and the mock-runtime tests).
-pub fn builder<R: Runtime>() -> tauri::Builder<R> {
-    tauri::Builder::<R>::new()
+/// Adds the commands and window behaviour to a builder (the real one in
+/// [`run`], the mock runtime's in tests).
+pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder
         .invoke_handler(tauri::generate_handler![
             snapshot,
             set_joined,
@@ -191,7 +192,7 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let app = builder::<tauri::Wry>()
+    let app = configure(tauri::Builder::default())
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             show_window(app)
         }))
