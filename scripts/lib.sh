@@ -1,5 +1,12 @@
-# Shared helpers for scripts/run and scripts/test: install what is missing,
-# quietly when it is already there. Sourced, not run.
+# Shared helpers for scripts/run, scripts/test and scripts/package: install
+# what is missing, quietly when it is already there. Sourced, not run.
+
+# Debian packages the desktop app (Tauri 2 on WebKitGTK) builds and runs with.
+TAURI_PACKAGES=(libwebkit2gtk-4.1-dev build-essential curl wget file libxdo-dev libssl-dev
+  libayatana-appindicator3-dev librsvg2-dev pkg-config)
+# What the tests add: a virtual display and session bus for the desktop app,
+# WebKitWebDriver for tauri-driver, Chromium for the web page.
+TEST_PACKAGES=(xvfb xauth dbus-x11 webkit2gtk-driver chromium)
 
 # apt_need PKG...: installs the Debian packages that are not installed yet.
 apt_need() {
@@ -26,11 +33,19 @@ need_rust() {
   return 1
 }
 
-# need_node: node 18+ and npm for the interop tests.
+# need_node: node 18+ and npm for the interop tests and the packager.
 need_node() {
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt_need nodejs npm
   fi
+}
+
+# need_tauri_driver: the WebDriver bridge for the desktop end-to-end test.
+need_tauri_driver() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  command -v tauri-driver >/dev/null 2>&1 && return 0
+  echo "installing tauri-driver (cargo install, about a minute)" >&2
+  cargo install -q tauri-driver --locked >&2
 }
 
 # npm_ci DIR: `npm ci` in DIR unless node_modules already matches the lock file.
@@ -40,7 +55,7 @@ npm_ci() {
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
     return 0
   fi
-  echo "installing test tools with npm ci in $dir" >&2
+  echo "installing tools with npm ci in $dir" >&2
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) || return 1
   echo "$sum" >"$stamp"
 }

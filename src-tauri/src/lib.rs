@@ -79,6 +79,17 @@ fn tray_state(c: tauri::State<'_, Arc<Controller>>) -> TrayModel {
     c.tray_model()
 }
 
+/// Leaves the channel, stops the embedded server and exits (as the tray's Quit).
+#[tauri::command]
+async fn quit<R: Runtime>(
+    app: AppHandle<R>,
+    c: tauri::State<'_, Arc<Controller>>,
+) -> Result<(), String> {
+    c.inner().shutdown().await;
+    app.exit(0);
+    Ok(())
+}
+
 /// Startup options: `WHOSIN_CONFIG_DIR`, `WHOSIN_DESKTOP_PORT`,
 /// `WHOSIN_IP_LOOKUP` (comma list, or `none`) override the defaults.
 fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
@@ -156,7 +167,8 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             set_joined,
             get_settings,
             save_settings,
-            tray_state
+            tray_state,
+            quit
         ])
         .on_window_event(|window, event| {
             // Closing the window hides it: the app lives in the tray.

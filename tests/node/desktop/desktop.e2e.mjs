@@ -1,0 +1,114 @@
+// The desktop app end to end, as a user would see it: the real binary in a
+// real window (run this under `xvfb-run -a dbus-run-session`), driven through
+// tauri-driver and WebKitWebDriver with plain WebDriver HTTP calls.
+//
+//   DESKTOP_BIN   the app (default target/debug/whosin-desktop)
+//   WHOSIN_BIN    the CLI, for a second visitor (default target/debug/whosin)
+//   SCREENSHOT    where to save the window's picture (default docs/desktop.png)
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { whosinBin } from '../lib/server.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
+const SCREENSHOT = process.env.SCREENSHOT || join(ROOT, 'docs/desktop.png');
+const ELEMENT = 'element-6066-11e4-a52e-4f735466cecf';
+
+function freePort() {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
+  });
+}
+
+async function waitFor(what, fn, timeout = 15_000) {
+  const until = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+class WebDriver {
+  constructor(port) { this.base = `http://127.0.0.1:${port}`; }
+  async req(method, path, body) {
+    const r = await fetch(this.base + path, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+    const json = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${JSON.stringify(json.value ?? json)}`);
+    return json.value;
+  }
+  async start(application) {
+    const v = await this.req('POST', '/session', { capabilities: { alwaysMatch: { 'tauri:options': { application } } } });
+    this.session = `/session/${v.sessionId}`;
+  }
+  async find(css) {
+    const v = await this.req('POST', `${this.session}/element`, { using: 'css selector', value: css });
+    return v[ELEMENT];
+  }
+  async text(css) { return this.req('GET', `${this.session}/element/${await this.find(css)}/text`); }
+  async texts(css) {
+    const els = await this.req('POST', `${this.session}/elements`, { using: 'css selector', value: css });
+    return Promise.all(els.map((e) => this.req('GET', `${this.session}/element/${e[ELEMENT]}/text`)));
+  }
+  async invoke(cmd, args = {}) {
+    return this.req('POST', `${this.session}/execute/async`, {
+      script: 'const done = arguments[arguments.length - 1]; window.__TAURI__.core.invoke(arguments[0], arguments[1]).then(done, (e) => done({ error: String(e) }));',
+      args: [cmd, args],
+    });
+  }
+  async screenshot() { return Buffer.from(await this.req('GET', `${this.session}/screenshot`), 'base64'); }
+  async stop() { if (this.session) await this.req('DELETE', this.session).catch(() => {}); }
+}
+
+test('the desktop app joins its embedded server and shows who comes and goes', { timeout: 120_000 }, async (t) => {
+  const config = mkdtempSync(join(tmpdir(), 'whosin-desktop-e2e-'));
+  t.after(() => rmSync(config, { recursive: true, force: true }));
+  const appPort = await freePort();
+  const driverPort = await freePort();
+  const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none' };
+  // The driver's output goes nowhere: a pipe would be inherited by the app
+  // and keep this process waiting after the test.
+  const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
+  t.after(() => driver.kill('SIGKILL'));
+  const wd = new WebDriver(driverPort);
+  await waitFor('tauri-driver /status', async () => (await fetch(`${wd.base}/status`)).ok);
+  await wd.start(DESKTOP);
+  // Closing the window only hides it to the tray: quit the app for real.
+  t.after(async () => { await wd.invoke('quit').catch(() => {}); await wd.stop(); });
+
+  // On the embedded default, alone: 1.
+  await waitFor('#count = 1', async () => (await wd.text('#count')) === '1');
+  await waitFor('#state online', async () => (await wd.text('#state')) === 'online');
+  const me = await wd.text('#me');
+  assert.match(me, / — 127\.0\.0\.1$/);
+  assert.equal((await wd.invoke('tray_state')).icon_text, '1');
+
+  // A visitor from the terminal, through the embedded server's auth endpoint.
+  const visitor = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
+    '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Terminal Visitor', '--ip-lookup', 'none'],
+  { stdio: 'ignore' });
+  t.after(() => visitor.kill('SIGKILL'));
+  await waitFor('#count = 2', async () => (await wd.text('#count')) === '2');
+  const names = await wd.texts('#visitors li');
+  assert.equal(names.length, 2);
+  assert.ok(names.includes('Terminal Visitor — 127.0.0.1'), JSON.stringify(names));
+  const tray = await wd.invoke('tray_state');
+  assert.equal(tray.icon_text, '2');
+  assert.ok(tray.menu.includes('Terminal Visitor'), JSON.stringify(tray.menu));
+  writeFileSync(SCREENSHOT, await wd.screenshot());
+
+  // The visitor leaves: 1 again, in the window and the tray.
+  visitor.kill('SIGTERM');
+  await waitFor('#count = 1 again', async () => (await wd.text('#count')) === '1');
+  assert.equal((await wd.invoke('tray_state')).icon_text, '1');
+  const left = await wd.texts('#visitors li');
+  assert.equal(left.length, 1);
+  assert.ok(left[0].startsWith(me), JSON.stringify(left));
+});
