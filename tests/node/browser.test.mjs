@@ -75,3 +75,33 @@ test('the page says it is reconnecting when the server stops, and recovers', asy
   await waitText(b.page, '#count', '2');
   assert.deepEqual(a.errors, []);
 });
+
+test('1000 visitors at 360 px: updates touch only what changed, and nothing overflows', async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const browser = await launch(t);
+  const a = await visitor(browser, server.baseUrl + '/');
+  await waitText(a.page, '#count', '1');
+  const result = await a.page.evaluate(() => {
+    const view = window.whosinView;
+    const members = Array.from({ length: 1000 }, (_, i) => ({ id: `v${i}`, info: { name: `Visitor ${String(i).padStart(4, '0')}`, ip: '203.0.113.7' } }));
+    view.apply({ event: 'snapshot', me: members[0], members });
+    const first = document.querySelector('#visitors li[data-id="v500"]');
+    const started = performance.now();
+    for (let i = 1000; i < 1100; i++) view.apply({ event: 'member_added', member: { id: `v${i}`, info: { name: `New ${i}` } } });
+    for (let i = 1; i < 51; i++) view.apply({ event: 'member_removed', member: { id: `v${i}` } });
+    const ms = performance.now() - started;
+    return {
+      items: document.querySelectorAll('#visitors li').length,
+      count: document.querySelector('#count').textContent,
+      sameNode: first === document.querySelector('#visitors li[data-id="v500"]'),
+      overflow: document.documentElement.scrollWidth > window.innerWidth,
+      ms,
+    };
+  });
+  assert.equal(result.items, 1050);
+  assert.equal(result.count, '1050');
+  assert.ok(result.sameNode, 'an unchanged visitor keeps its element: no re-render per event');
+  assert.equal(result.overflow, false, 'no horizontal scrolling at 360 px');
+  t.diagnostic(`150 incremental updates on a 1000-visitor list took ${result.ms.toFixed(1)} ms`);
+});
