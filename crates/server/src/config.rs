@@ -173,6 +173,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// How long graceful shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -188,6 +190,7 @@ impl ServerConfig {
             max_message_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 

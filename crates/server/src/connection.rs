@@ -160,7 +160,9 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
                         tracing::debug!(socket_id = %socket_id, error = %e, "read error");
-                        break None;
+                        // Tell the client why, as RFC 6455 asks, when the
+                        // socket can still take a close frame.
+                        break Some(read_error_code(&e.to_string()));
                     }
                     None => break None,
                 };
@@ -215,6 +217,20 @@ enum Written {
     /// A close (with this code) or shutdown came while the client was not
     /// reading: a stalled reader must not hold the task.
     Interrupted(u16),
+}
+
+/// The WebSocket close code for a read error: 1009 for a message over the
+/// size limit, 1007 for invalid UTF-8, 1002 for other protocol violations.
+/// axum hides tungstenite's error type, so its message is what there is.
+fn read_error_code(message: &str) -> u16 {
+    let m = message.to_ascii_lowercase();
+    if m.contains("too long") || m.contains("space limit") {
+        1009
+    } else if m.contains("utf-8") || m.contains("utf8") {
+        1007
+    } else {
+        1002
+    }
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes.

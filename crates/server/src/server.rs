@@ -10,18 +10,25 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::{Gauges, Metrics};
 use crate::{auth_endpoint, connection, rest, web};
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 use whosin_protocol::CloseCode;
 
 /// What every request and connection shares.
@@ -153,25 +160,76 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         next_id: AtomicU64::new(1),
     });
     let router = router(shared.clone());
-    let mut signal = shutdown;
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    });
+    let task = tokio::spawn(accept_loop(
+        listener,
+        router,
+        shared.config.header_read_timeout,
+        shutdown,
+    ));
     Ok(Running {
         addr: local,
         shared,
         stop,
         task,
     })
+}
+
+/// Accepts TCP connections and serves HTTP/1.1 (with upgrades to WebSocket)
+/// on each, until shutdown. Written out rather than `axum::serve` for the
+/// header read timeout, which `axum::serve` does not offer: a half-sent
+/// handshake (slowloris) is dropped instead of holding a socket forever.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly, never stop serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req)
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once shutdown has begun (the guard of `wait_for` is dropped at
+/// once, so the future stays `Send`).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -591,3 +591,38 @@ async fn signin_is_verified() {
     assert_eq!(r.status, 200);
     assert_eq!(c.closed(DEADLINE).await, Ended::Closed(4009));
 }
+
+#[tokio::test]
+async fn oversized_frames_are_closed_with_1009() {
+    let server = start(config()).await;
+    let mut c = Client::connect(server.local_addr()).await;
+    c.send("x".repeat(100 * 1024)).await;
+    assert_eq!(c.closed(DEADLINE).await, Ended::Closed(1009));
+}
+
+#[tokio::test]
+async fn a_half_sent_handshake_is_dropped_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.header_read_timeout = Duration::from_millis(300);
+    let server = start(cfg).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /app/test-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the server hangs up on a client that never finishes its headers")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    // A complete handshake on a new connection still works.
+    Client::connect(server.local_addr()).await;
+}
