@@ -48,6 +48,13 @@ pub struct Controller {
     ui: Arc<dyn Ui>,
     options: Options,
     inner: Mutex<Inner>,
+    /// Held from taking a sequence number to handing the event to the UI, so
+    /// the window receives events in sequence order whichever task sent them.
+    /// Never held by commands that only read, and never while waiting on the
+    /// main thread, so it cannot deadlock with the event loop.
+    emit_order: Mutex<()>,
+    /// The same for the tray: the last model applied is the last computed.
+    tray_order: Mutex<()>,
     ip: IpLookup,
 }
 
@@ -75,6 +82,8 @@ impl Controller {
                 embedded: None,
                 tray: None,
             }),
+            emit_order: Mutex::new(()),
+            tray_order: Mutex::new(()),
             ip,
         }))
     }
@@ -94,6 +103,7 @@ impl Controller {
                     None
                 }
             };
+            let _order = me.emit_order.lock().unwrap_or_else(|e| e.into_inner());
             let payload = me.inner().state.set_public_ip(ip);
             me.ui.emit(&payload);
         });
@@ -152,7 +162,8 @@ impl Controller {
     /// Sends the window a whole new picture (after leave, join, new
     /// settings), whoever asked for it: the window or the tray menu.
     fn refresh_window(&self) -> Value {
-        let snapshot = self.snapshot();
+        let _order = self.emit_order.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.inner().state.refresh();
         self.ui
             .emit(&json!({"event": "refresh", "seq": snapshot["seq"], "snapshot": snapshot}));
         snapshot
@@ -264,6 +275,7 @@ impl Controller {
     /// Forwards one client's events until a newer client replaces it.
     async fn pump(self: Arc<Self>, generation: u64, mut events: Events) {
         while let Some(event) = events.recv().await {
+            let order = self.emit_order.lock().unwrap_or_else(|e| e.into_inner());
             let (payload, notice, notify) = {
                 let mut inner = self.inner();
                 if inner.generation != generation {
@@ -275,6 +287,7 @@ impl Controller {
             if let Some(p) = payload {
                 self.ui.emit(&p);
             }
+            drop(order);
             if let (Some(n), true) = (notice, notify) {
                 self.ui.notify(&n);
             }
@@ -284,6 +297,7 @@ impl Controller {
 
     /// Redraws the tray when what it shows changed.
     fn refresh_tray(&self) {
+        let _order = self.tray_order.lock().unwrap_or_else(|e| e.into_inner());
         let model = {
             let mut inner = self.inner();
             let model = TrayModel::of(&inner.state);

@@ -211,6 +211,13 @@ impl DesktopState {
         self.seq += 1;
     }
 
+    /// Takes a new sequence number for a whole-picture refresh and returns
+    /// the snapshot carrying it.
+    pub fn refresh(&mut self) -> Value {
+        self.seq += 1;
+        self.snapshot()
+    }
+
     /// Records the public IP and returns its UI event.
     pub fn set_public_ip(&mut self, ip: Option<String>) -> Value {
         self.public_ip = ip.clone();

@@ -172,6 +172,64 @@ fn commands_and_events_without_a_display() {
     wait_until("1 after the visitor left", || {
         call(&w, "tray_state", json!({})).unwrap()["icon_text"] == "1"
     });
+
+    // Remote mode: another Pusher-protocol server with its auth endpoint; no secret needed.
+    let remote = rt.block_on(async {
+        let app = whosin_server::AppConfig::new("r1", "remote-key", "remote-secret");
+        whosin_server::start(whosin_server::ServerConfig::single(app, 0))
+            .await
+            .unwrap()
+    });
+    let rport = remote.local_addr().port();
+    let settings = json!({"settings": {"name": "Remote Ada", "channel": null, "notifications": false, "remote": {
+        "url": format!("ws://127.0.0.1:{rport}"), "key": "remote-key",
+        "auth_endpoint": format!("http://127.0.0.1:{rport}/pusher/auth")}}});
+    call(&w, "save_settings", settings).unwrap();
+    wait_until("joined the remote server", || {
+        let s = call(&w, "snapshot", json!({})).unwrap();
+        s["state"]["state"] == "connected"
+            && s["me"]["info"]["name"] == "Remote Ada"
+            && s["count"] == 1
+    });
+    let snap = call(&w, "snapshot", json!({})).unwrap();
+    assert_eq!(
+        snap["me"]["info"]["ip"], "127.0.0.1",
+        "the remote auth endpoint recorded the IP"
+    );
+    assert_eq!(
+        snap["address"],
+        Value::Null,
+        "no embedded address in remote mode"
+    );
+    assert_eq!(
+        remote.shared().apps[0].users("presence-whosin").unwrap(),
+        vec![me["id"].as_str().unwrap().to_owned()]
+    );
+    wait_until("the embedded server stopped", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    let stored = std::fs::read_to_string(dir.join("settings.json")).unwrap();
+    assert!(
+        !stored.contains("remote-secret"),
+        "no remote secret is stored"
+    );
+
+    // And back to the embedded default.
+    call(&w, "save_settings", json!({"settings": {"name": "Home Again", "channel": null, "remote": null, "notifications": false}})).unwrap();
+    wait_until("back on the embedded server", || {
+        let s = call(&w, "snapshot", json!({})).unwrap();
+        s["state"]["state"] == "connected" && s["me"]["info"]["name"] == "Home Again"
+    });
+    wait_until("gone from the remote server", || {
+        remote.shared().apps[0].users("presence-whosin").is_none()
+    });
+    let seqs: Vec<u64> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|p| p[0] < p[1]), "{seqs:?}");
     drop(rt);
     let _ = std::fs::remove_dir_all(&dir);
 }
