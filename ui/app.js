@@ -87,6 +87,8 @@ async function toggleSettings(invoke) {
   form.key.value = r.key || '';
   form.auth_endpoint.value = r.auth_endpoint || '';
   form.channel.value = s.channel || '';
+  form.notifications.checked = !!s.notifications;
+  form.autostart.checked = !!s.autostart;
 }
 
 async function saveSettings(ev, invoke) {
@@ -96,7 +98,7 @@ async function saveSettings(ev, invoke) {
   const remote = form.mode.value === 'remote'
     ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
     : null;
-  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: false, remote };
+  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: form.notifications.checked, autostart: form.autostart.checked, remote };
   try {
     await invoke('save_settings', { settings }); // a 'refresh' event follows
     err.hidden = true;

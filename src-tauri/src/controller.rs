@@ -18,8 +18,12 @@ pub trait Ui: Send + Sync + 'static {
     fn emit(&self, payload: &Value);
     /// A new tray model.
     fn tray(&self, model: &TrayModel);
-    /// Someone else joined or left (shown only when notifications are on).
+    /// Someone else joined or left (called only when notifications are on).
     fn notify(&self, _notice: &Notice) {}
+    /// Turns start-at-login on or off.
+    fn set_autostart(&self, _on: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Startup options, from the environment in the app and set directly in tests.
@@ -135,6 +139,11 @@ impl Controller {
             let (next, _target) = inner.settings.with(e).map_err(|e| e.to_string())?;
             next
         };
+        if next.autostart != self.inner().settings.autostart {
+            self.ui
+                .set_autostart(next.autostart)
+                .map_err(|e| format!("start at login: {e}"))?;
+        }
         next.save(&self.options.config_dir)
             .map_err(|e| e.to_string())?;
         self.inner().settings = next;

@@ -42,7 +42,32 @@ impl<R: Runtime> Ui for TauriUi<R> {
     }
 
     fn notify(&self, notice: &Notice) {
-        tracing::info!(?notice, "presence change");
+        use tauri_plugin_notification::NotificationExt;
+        let body = match notice {
+            Notice::Joined(name) => format!("{name} joined"),
+            Notice::Left(name) => format!("{name} left"),
+        };
+        if let Err(e) = self
+            .app
+            .notification()
+            .builder()
+            .title("whosin")
+            .body(body)
+            .show()
+        {
+            tracing::debug!(error = %e, "could not show a notification");
+        }
+    }
+
+    fn set_autostart(&self, on: bool) -> Result<(), String> {
+        use tauri_plugin_autostart::ManagerExt;
+        let launcher = self.app.autolaunch();
+        let result = if on {
+            launcher.enable()
+        } else {
+            launcher.disable()
+        };
+        result.map_err(|e| e.to_string())
     }
 }
 
@@ -208,6 +233,11 @@ pub fn run() {
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             show_window(app)
         }))
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
         .setup(|app| {
             setup(app.handle(), true).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
             Ok(())

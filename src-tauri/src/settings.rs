@@ -50,6 +50,9 @@ pub struct Settings {
     /// Notify when someone joins or leaves (off by default).
     #[serde(default)]
     pub notifications: bool,
+    /// Start with the desktop session (off by default).
+    #[serde(default)]
+    pub autostart: bool,
     /// The embedded server's secret, made once. Never used in remote mode.
     pub embedded_secret: String,
 }
@@ -68,6 +71,9 @@ pub struct Editable {
     /// Notifications on joins and leaves.
     #[serde(default)]
     pub notifications: bool,
+    /// Start at login.
+    #[serde(default)]
+    pub autostart: bool,
 }
 
 /// Where to connect, once validated.
@@ -120,6 +126,7 @@ impl Settings {
             channel: None,
             remote: None,
             notifications: false,
+            autostart: false,
             embedded_secret: identity::new_visitor_id() + &identity::new_visitor_id(),
         }
     }
@@ -176,6 +183,7 @@ impl Settings {
             channel: self.channel.clone(),
             remote: self.remote.clone(),
             notifications: self.notifications,
+            autostart: self.autostart,
         }
     }
 
@@ -198,6 +206,7 @@ impl Settings {
             auth_endpoint: r.auth_endpoint.trim().to_owned(),
         });
         next.notifications = e.notifications;
+        next.autostart = e.autostart;
         let target = next.target()?;
         Ok((next, target))
     }
@@ -276,6 +285,7 @@ mod tests {
                 auth_endpoint: auth.into(),
             }),
             notifications: false,
+            autostart: false,
         }
     }
 

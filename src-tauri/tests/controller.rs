@@ -1,0 +1,134 @@
+//! The presence runtime without Tauri: a recording UI, the real embedded
+//! server, real visitors. Notifications and start-at-login are opt-in.
+
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use whosin_client::{Client, Endpoint, LocalSigner, UserData};
+use whosin_desktop::controller::{Controller, Options, Ui};
+use whosin_desktop::settings::Editable;
+use whosin_desktop::state::Notice;
+use whosin_desktop::tray::TrayModel;
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<Value>>,
+    notices: Mutex<Vec<Notice>>,
+    autostart: Mutex<Vec<bool>>,
+    refuse_autostart: Mutex<bool>,
+}
+
+impl Ui for Recorder {
+    fn emit(&self, payload: &Value) {
+        self.events.lock().unwrap().push(payload.clone());
+    }
+    fn tray(&self, _model: &TrayModel) {}
+    fn notify(&self, notice: &Notice) {
+        self.notices.lock().unwrap().push(notice.clone());
+    }
+    fn set_autostart(&self, on: bool) -> Result<(), String> {
+        if *self.refuse_autostart.lock().unwrap() {
+            return Err("no autostart directory".into());
+        }
+        self.autostart.lock().unwrap().push(on);
+        Ok(())
+    }
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn visitor(port: u16, secret: &str, id: &str, name: &str) -> Client {
+    let signer =
+        LocalSigner::new("whosin", secret).with_user(UserData::new(id, json!({"name": name})));
+    let (c, _events) =
+        Client::builder(Endpoint::parse(&format!("ws://127.0.0.1:{port}"), "whosin").unwrap())
+            .authorizer(signer)
+            .connect();
+    c.subscribe("presence-whosin");
+    c
+}
+
+fn edit(c: &Controller, f: impl FnOnce(&mut Editable)) -> Editable {
+    let mut e = c.settings();
+    f(&mut e);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_autostart_are_opt_in() {
+    let dir = std::env::temp_dir().join(format!("whosin-controller-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(
+        ui.clone(),
+        Options {
+            config_dir: dir.clone(),
+            embedded_port: port,
+            ip_lookup: vec![],
+        },
+    )
+    .unwrap();
+    c.start().await;
+    until("online alone", || {
+        c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
+    })
+    .await;
+    let secret: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    assert!(!c.settings().notifications, "off by default");
+    assert!(!c.settings().autostart, "off by default");
+
+    // Off: a visitor comes and goes without a notification.
+    let v1 = visitor(port, &secret, "v1", "Vera");
+    until("Vera in", || c.snapshot()["count"] == 2).await;
+    v1.close();
+    until("Vera out", || c.snapshot()["count"] == 1).await;
+    assert!(ui.notices.lock().unwrap().is_empty());
+
+    // On: arrivals and departures of others are notified, one each.
+    c.save_settings(edit(&c, |e| e.notifications = true))
+        .await
+        .unwrap();
+    until("online again", || {
+        c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 1
+    })
+    .await;
+    let v2 = visitor(port, &secret, "v2", "Walt");
+    until("Walt in", || c.snapshot()["count"] == 2).await;
+    v2.close();
+    until("Walt out", || c.snapshot()["count"] == 1).await;
+    assert_eq!(
+        *ui.notices.lock().unwrap(),
+        vec![Notice::Joined("Walt".into()), Notice::Left("Walt".into())]
+    );
+
+    // Start at login: switched only when it changes; a failure is reported and nothing is saved.
+    c.save_settings(edit(&c, |e| e.autostart = true))
+        .await
+        .unwrap();
+    c.save_settings(edit(&c, |e| e.name = "Still Me".into()))
+        .await
+        .unwrap();
+    assert_eq!(*ui.autostart.lock().unwrap(), vec![true]);
+    *ui.refuse_autostart.lock().unwrap() = true;
+    let err = c
+        .save_settings(edit(&c, |e| e.autostart = false))
+        .await
+        .unwrap_err();
+    assert!(err.contains("start at login"), "{err}");
+    assert!(c.settings().autostart, "unchanged after the failure");
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
