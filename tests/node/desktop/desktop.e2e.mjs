@@ -90,6 +90,13 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.match(me, / — 127\.0\.0\.1$/);
   assert.equal((await wd.invoke('tray_state')).icon_text, '1');
 
+  // One instance at a time: a second start hands over to the first and exits.
+  const second = spawn(DESKTOP, [], { env, stdio: 'ignore' });
+  const secondExit = await waitFor('the second instance to exit', () => (second.exitCode !== null ? { code: second.exitCode } : null), 20_000)
+    .finally(() => { if (second.exitCode === null) second.kill('SIGKILL'); });
+  assert.equal(secondExit.code, 0);
+  assert.equal(await wd.text('#count'), '1', 'the first instance carries on');
+
   // A visitor from the terminal, through the embedded server's auth endpoint.
   const visitor = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
     '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Terminal Visitor', '--ip-lookup', 'none'],
