@@ -9,6 +9,8 @@
 pub enum CloseCode {
     /// The app key in the URL is not known to this server.
     UnknownAppKey = 4001,
+    /// The app is disabled in the server's configuration.
+    AppDisabled = 4003,
     /// The app's connection quota is used up.
     OverConnectionQuota = 4004,
     /// The path was not `/app/{key}` or the protocol version is unsupported.
@@ -48,6 +50,7 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::UnknownAppKey => "App key not in this server's configuration",
+            CloseCode::AppDisabled => "App disabled",
             CloseCode::OverConnectionQuota => "Over connection quota",
             CloseCode::UnsupportedProtocol => "Unsupported protocol version or path",
             CloseCode::Unauthorized => "Connection terminated",
@@ -97,6 +100,7 @@ mod tests {
         // Reasons must fit a close frame (123 bytes).
         for c in [
             CloseCode::UnknownAppKey,
+            CloseCode::AppDisabled,
             CloseCode::OverConnectionQuota,
             CloseCode::UnsupportedProtocol,
             CloseCode::Unauthorized,

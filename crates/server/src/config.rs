@@ -40,6 +40,10 @@ pub struct AppConfig {
     /// Whether the auth endpoint masks the last part of visitor IPs.
     #[serde(default)]
     pub mask_ips: bool,
+    /// A disabled app refuses connections (4003) and REST calls (403) but
+    /// stays in the configuration.
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
 }
 
 impl AppConfig {
@@ -56,6 +60,7 @@ impl AppConfig {
             client_events_per_second: defaults::client_events_per_second(),
             auth_channels: defaults::auth_channels(),
             mask_ips: false,
+            enabled: true,
         }
     }
 }
@@ -83,6 +88,9 @@ pub mod defaults {
     }
     pub(crate) fn client_events_per_second() -> u32 {
         limits::DEFAULT_CLIENT_EVENTS_PER_SECOND
+    }
+    pub(crate) fn enabled() -> bool {
+        true
     }
     pub(crate) fn auth_channels() -> Vec<String> {
         vec![CHANNEL.to_owned()]

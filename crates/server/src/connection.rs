@@ -78,6 +78,7 @@ pub(crate) async fn close_with(ws: &mut WebSocket, code: u16) {
 fn close_reason(code: u16) -> &'static str {
     [
         CloseCode::UnknownAppKey,
+        CloseCode::AppDisabled,
         CloseCode::OverConnectionQuota,
         CloseCode::UnsupportedProtocol,
         CloseCode::Unauthorized,

@@ -78,6 +78,12 @@ fn authenticate(
     let app = shared.app_by_id(app_id).cloned().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("unknown app id {app_id:?}"))
     })?;
+    if !app.config.enabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("app {app_id:?} is disabled in this server's configuration"),
+        ));
+    }
     let Ok(Query(params)) = Query::<Vec<(String, String)>>::try_from_uri(uri) else {
         return Err(ApiError::bad("the query string is not valid"));
     };

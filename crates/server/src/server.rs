@@ -277,6 +277,9 @@ async fn websocket(
                     tracing::info!(%key, "connection refused: unknown app key");
                     connection::refuse(socket, CloseCode::UnknownAppKey).await
                 }
+                Some(app) if !app.config.enabled => {
+                    connection::refuse(socket, CloseCode::AppDisabled).await
+                }
                 Some(_) if !protocol_ok => {
                     connection::refuse(socket, CloseCode::UnsupportedProtocol).await
                 }

@@ -333,3 +333,34 @@ async fn health_and_metrics() {
     assert!(r.body.contains("whosin_messages_in_total "));
     assert!(r.body.contains("whosin_messages_out_total "));
 }
+
+#[tokio::test]
+async fn a_disabled_app_answers_403_and_refuses_connections_with_4003() {
+    let mut cfg = config();
+    cfg.apps[0].enabled = false;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let body = json!({"name":"e","channel":"c","data":"d"}).to_string();
+    let r = rest(addr, "POST", &events_path(), &[], &body).await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("disabled"));
+    let Err((frame, ws)) = Client::connect_key(addr, KEY).await else {
+        panic!("a disabled app accepted a connection");
+    };
+    assert!(
+        matches!(
+            frame,
+            ServerFrame::Error {
+                code: Some(4003),
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+    let mut c = Client {
+        ws,
+        socket_id: String::new(),
+        activity_timeout: 0,
+    };
+    assert_eq!(c.closed(DEADLINE).await, Ended::Closed(4003));
+}
