@@ -3,6 +3,7 @@
 //! `whosin serve` runs the Pusher-compatible presence server. Later
 //! subcommands (join, watch, sign, trigger, bench) build on the same binary.
 
+mod bench;
 mod join;
 mod serve;
 
@@ -26,6 +27,9 @@ enum Command {
     Join(join::JoinArgs),
     /// Join a presence channel and show the live list, redrawn in place.
     Watch(join::JoinArgs),
+    /// Load-test a Pusher-protocol server (loopback only by default).
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Join(args) => join::run(args, false).await,
             Command::Watch(args) => join::run(args, true).await,
+            Command::Bench(b) => bench::run(b).await,
         }
     });
     match result {

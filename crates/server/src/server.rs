@@ -257,6 +257,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before a write goes to the socket (a flush always writes).
+const WRITE_BUFFER: usize = 8 * 1024;
+
 async fn websocket(
     ws: WebSocketUpgrade,
     Path(key): Path<String>,
@@ -264,7 +269,14 @@ async fn websocket(
     State(shared): State<Arc<Shared>>,
 ) -> Response {
     let max = shared.config.max_message_bytes;
-    let ws = ws.max_message_size(max).max_frame_size(max);
+    // Small buffers: most connections are idle presence members, and the
+    // 128 KiB defaults for each direction would dominate memory per
+    // connection. Both grow when a large frame needs it.
+    let ws = ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER);
     let app = shared.app_by_key(&key).cloned();
     // Pusher protocol 7 is spoken; 5 and 6 differ only in ways we accept.
     let protocol_ok = query

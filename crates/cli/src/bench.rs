@@ -1,0 +1,400 @@
+//! `whosin bench`: a load generator for any Pusher-protocol server.
+//!
+//! The `presence` scenario joins N members into one presence channel in
+//! batches while an observer measures, per member, the time from sending the
+//! subscribe to seeing its `member_added`, then closes them and measures the
+//! time to `member_removed`. Every member's connection keeps reading (it
+//! receives everyone else's joins too: the N² fan-out that makes presence
+//! expensive), so the server is never excused for a slow reader.
+//! Raw frames and local signing keep the generator itself cheap, and it stops
+//! by itself: every wait has a deadline.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use whosin_protocol::frame::ServerFrame;
+use whosin_protocol::sign;
+
+/// `whosin bench` scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Join N members into one presence channel; measure member_added / member_removed latency.
+    Presence(PresenceArgs),
+}
+
+/// Options of the presence scenario.
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    /// Server URL (ws://HOST:PORT); only loopback addresses unless --allow-remote.
+    #[arg(long, default_value = "ws://127.0.0.1:6001")]
+    url: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// App secret (members sign locally).
+    #[arg(long)]
+    secret: String,
+    /// Members to join.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Members joined at once.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Channel (a presence- channel).
+    #[arg(long, default_value = "presence-bench")]
+    channel: String,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Server process id: report its CPU time and peak memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only the JSON line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Allow a non-loopback target (never in tests).
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+/// Runs a bench scenario.
+pub async fn run(b: Bench) -> Result<()> {
+    match b {
+        Bench::Presence(a) => presence(a).await,
+    }
+}
+
+/// Latency summary in milliseconds.
+fn summary(mut v: Vec<f64>) -> serde_json::Value {
+    if v.is_empty() {
+        return json!(null);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    json!({"p50": round(q(0.5)), "p99": round(q(0.99)), "max": round(v[v.len() - 1]), "n": v.len()})
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// CPU seconds (user+system) and peak RSS (kB) of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((cpu, hwm))
+}
+
+struct Member {
+    sink: futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        Message,
+    >,
+    socket_id: String,
+}
+
+/// Opens one connection, returns its write half and socket id; the read
+/// half is drained in a task that counts frames (and answers nothing: the
+/// bench is short enough that pings do not matter, and a slow reader would
+/// be the server's problem to report).
+async fn connect(url: &str, frames: Arc<AtomicU64>) -> Result<Member> {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("connecting")?;
+    let (sink, mut stream) = ws.split();
+    let socket_id = loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) => {
+                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
+                    ServerFrame::parse(t.as_str())
+                {
+                    break socket_id;
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => bail!("the server closed before connection_established"),
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(Ok(_)) = stream.next().await {
+            frames.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(Member { sink, socket_id })
+}
+
+fn subscribe_frame(key: &str, secret: &str, socket_id: &str, channel: &str, user: &str) -> String {
+    let data = json!({"user_id": user, "user_info": {"name": user}}).to_string();
+    let auth = sign::channel_auth(key, secret, socket_id, channel, Some(&data));
+    json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth,"channel_data":data}})
+        .to_string()
+}
+
+fn progress(quiet: bool, what: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let width = 30;
+    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    eprint!(
+        "\r{what:<8} [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    let _ = std::io::stderr().flush();
+    if done == total {
+        eprintln!();
+    }
+}
+
+async fn presence(a: PresenceArgs) -> Result<()> {
+    let endpoint = whosin_client::Endpoint::parse(&a.url, &a.key).map_err(anyhow::Error::msg)?;
+    let loopback = endpoint.host == "localhost"
+        || endpoint
+            .host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback && !a.allow_remote {
+        bail!("{} is not a loopback address; load tests target this machine only (--allow-remote to override)", endpoint.host);
+    }
+    if !a.channel.starts_with("presence-") || a.members == 0 || a.batch == 0 {
+        bail!("give a presence- channel, --members ≥ 1 and --batch ≥ 1");
+    }
+    let url = endpoint.url();
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let before = a.server_pid.and_then(proc_usage);
+    let frames = Arc::new(AtomicU64::new(0));
+
+    // The observer: records when each member_added / member_removed arrives.
+    let (obs_ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .context("observer connecting")?;
+    let (mut obs_sink, mut obs_stream) = obs_ws.split();
+    let obs_socket = loop {
+        match tokio::time::timeout(Duration::from_secs(10), obs_stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
+                    ServerFrame::parse(t.as_str())
+                {
+                    break socket_id;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => bail!("observer: no connection_established"),
+        }
+    };
+    obs_sink
+        .send(Message::Text(
+            subscribe_frame(&a.key, &a.secret, &obs_socket, &a.channel, "observer").into(),
+        ))
+        .await?;
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(bool, String, Instant)>();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = obs_stream.next().await {
+            let Message::Text(t) = msg else { continue };
+            match ServerFrame::parse(t.as_str()) {
+                Ok(ServerFrame::MemberAdded { user_id, .. }) => {
+                    let _ = seen_tx.send((true, user_id, Instant::now()));
+                }
+                Ok(ServerFrame::MemberRemoved { user_id, .. }) => {
+                    let _ = seen_tx.send((false, user_id, Instant::now()));
+                }
+                Ok(ServerFrame::SubscriptionSucceeded { .. }) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(ServerFrame::Ping) => {}
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+        .await
+        .context("observer: subscription not confirmed")?;
+
+    let mut sent_join: HashMap<String, Instant> = HashMap::new();
+    let mut added: HashMap<String, Vec<Instant>> = HashMap::new();
+    let mut removed: HashMap<String, Vec<Instant>> = HashMap::new();
+    let drain = |added: &mut HashMap<String, Vec<Instant>>,
+                 removed: &mut HashMap<String, Vec<Instant>>,
+                 rx: &mut mpsc::UnboundedReceiver<(bool, String, Instant)>| {
+        while let Ok((is_add, user, at)) = rx.try_recv() {
+            if is_add {
+                added.entry(user).or_default().push(at)
+            } else {
+                removed.entry(user).or_default().push(at)
+            }
+        }
+    };
+
+    // Join in batches; each batch waits for its member_added (or the deadline).
+    let join_started = Instant::now();
+    let mut members: Vec<(String, Member)> = Vec::with_capacity(a.members);
+    for start in (0..a.members).step_by(a.batch) {
+        let end = (start + a.batch).min(a.members);
+        let batch = (start..end).map(|_| connect(&url, frames.clone()));
+        let conns = futures_util::future::join_all(batch).await;
+        for (i, c) in (start..end).zip(conns) {
+            let mut m = c?;
+            let user = format!("m{i}");
+            let frame = subscribe_frame(&a.key, &a.secret, &m.socket_id, &a.channel, &user);
+            sent_join.insert(user.clone(), Instant::now());
+            m.sink.send(Message::Text(frame.into())).await?;
+            members.push((user, m));
+        }
+        while added.len() < end && Instant::now() < deadline {
+            if let Ok(Some((is_add, user, at))) =
+                tokio::time::timeout(Duration::from_millis(200), seen_rx.recv()).await
+            {
+                if is_add {
+                    added.entry(user).or_default().push(at)
+                } else {
+                    removed.entry(user).or_default().push(at)
+                }
+            }
+        }
+        progress(a.json, "joining", end, a.members);
+    }
+    let join_secs = join_started.elapsed().as_secs_f64();
+
+    // Leave in batches, closing each connection.
+    let leave_started = Instant::now();
+    let mut sent_leave: HashMap<String, Instant> = HashMap::new();
+    let total = members.len();
+    let mut done = 0;
+    while !members.is_empty() {
+        let take = a.batch.min(members.len());
+        for (user, mut m) in members.drain(..take) {
+            sent_leave.insert(user, Instant::now());
+            let _ = m.sink.close().await;
+        }
+        done += take;
+        while removed.len() < done && Instant::now() < deadline {
+            if let Ok(Some((is_add, user, at))) =
+                tokio::time::timeout(Duration::from_millis(200), seen_rx.recv()).await
+            {
+                if is_add {
+                    added.entry(user).or_default().push(at)
+                } else {
+                    removed.entry(user).or_default().push(at)
+                }
+            }
+        }
+        progress(a.json, "leaving", done, total);
+    }
+    let leave_secs = leave_started.elapsed().as_secs_f64();
+    // A short quiet period catches late duplicates, bounded.
+    let quiet_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < quiet_until {
+        if let Ok(Some((is_add, user, at))) =
+            tokio::time::timeout(Duration::from_millis(100), seen_rx.recv()).await
+        {
+            if is_add {
+                added.entry(user).or_default().push(at)
+            } else {
+                removed.entry(user).or_default().push(at)
+            }
+        }
+    }
+    drain(&mut added, &mut removed, &mut seen_rx);
+    let _ = obs_sink.close().await;
+
+    let lat = |sent: &HashMap<String, Instant>, seen: &HashMap<String, Vec<Instant>>| -> Vec<f64> {
+        sent.iter()
+            .filter_map(|(u, t)| {
+                seen.get(u)
+                    .and_then(|v| v.first())
+                    .map(|s| s.duration_since(*t).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    let added_lat = lat(&sent_join, &added);
+    let removed_lat = lat(&sent_leave, &removed);
+    let lost_added = sent_join.keys().filter(|u| !added.contains_key(*u)).count();
+    let lost_removed = sent_leave
+        .keys()
+        .filter(|u| !removed.contains_key(*u))
+        .count();
+    let dup_added: usize = added.values().map(|v| v.len() - 1).sum();
+    let dup_removed: usize = removed.values().map(|v| v.len() - 1).sum();
+    let after = a.server_pid.and_then(proc_usage);
+    let server = match (before, after) {
+        (Some((c0, _)), Some((c1, hwm))) => {
+            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
+        }
+        _ => json!(null),
+    };
+    let report = json!({
+        "scenario": "presence",
+        "url": a.url,
+        "members": a.members,
+        "batch": a.batch,
+        "member_added_ms": summary(added_lat),
+        "member_removed_ms": summary(removed_lat),
+        "lost_added": lost_added,
+        "duplicate_added": dup_added,
+        "lost_removed": lost_removed,
+        "duplicate_removed": dup_removed,
+        "join_per_second": round(a.members as f64 / join_secs),
+        "leave_per_second": round(a.members as f64 / leave_secs),
+        "frames_received_by_members": frames.load(Ordering::Relaxed),
+        "server": server,
+    });
+    if !a.json {
+        let f = |v: &serde_json::Value| {
+            format!(
+                "p50 {} ms, p99 {} ms, max {} ms",
+                v["p50"], v["p99"], v["max"]
+            )
+        };
+        eprintln!(
+            "presence: {} members in batches of {} at {}",
+            a.members, a.batch, a.url
+        );
+        eprintln!("  member_added   {}", f(&report["member_added_ms"]));
+        eprintln!("  member_removed {}", f(&report["member_removed_ms"]));
+        eprintln!(
+            "  lost/duplicate added {}/{}, removed {}/{}",
+            lost_added, dup_added, lost_removed, dup_removed
+        );
+        eprintln!(
+            "  joins {}/s, leaves {}/s, {} frames to members",
+            report["join_per_second"],
+            report["leave_per_second"],
+            report["frames_received_by_members"]
+        );
+        if !server.is_null() {
+            eprintln!(
+                "  server: {} s CPU, peak RSS {} kB",
+                server["cpu_seconds"], server["peak_rss_kb"]
+            );
+        }
+    }
+    println!("{report}");
+    if lost_added + lost_removed + dup_added + dup_removed > 0 {
+        bail!("events were lost or duplicated (see the JSON line)");
+    }
+    Ok(())
+}

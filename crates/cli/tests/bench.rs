@@ -1,0 +1,77 @@
+//! `whosin bench presence` against `whosin serve`, small and bounded: the
+//! report is complete and the server lost or duplicated nothing.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn presence_bench_reports_latencies_and_no_lost_events() {
+    let server = ServerProcess::start(&[]);
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "presence",
+            "--url",
+            &server.url(),
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--members",
+            "60",
+            "--batch",
+            "20",
+            "--timeout",
+            "60",
+            "--json",
+            "--server-pid",
+            &server.child.id().to_string(),
+        ])
+        .output()
+        .expect("run whosin bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(report["members"], 60);
+    for k in [
+        "lost_added",
+        "duplicate_added",
+        "lost_removed",
+        "duplicate_removed",
+    ] {
+        assert_eq!(report[k], 0, "{k}: {report}");
+    }
+    assert_eq!(report["member_added_ms"]["n"], 60);
+    assert_eq!(report["member_removed_ms"]["n"], 60);
+    assert!(
+        report["member_added_ms"]["p99"].as_f64().unwrap()
+            >= report["member_added_ms"]["p50"].as_f64().unwrap()
+    );
+    assert!(report["server"]["peak_rss_kb"].as_u64().unwrap() > 0);
+    // Each member sees the later joiners arrive and the later leavers go: 60·59 frames at least.
+    assert!(report["frames_received_by_members"].as_u64().unwrap() >= 60 * 59);
+}
+
+#[test]
+fn bench_refuses_non_loopback_targets() {
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "presence",
+            "--url",
+            "ws://203.0.113.1:6001",
+            "--key",
+            "k",
+            "--secret",
+            "s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
