@@ -156,7 +156,10 @@ fn progress(quiet: bool, what: &str, done: usize, total: usize) {
         return;
     }
     let width = 30;
-    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+    let filled = (done * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
     eprint!(
         "\r{what:<8} [{}{}] {done}/{total}",
         "#".repeat(filled),

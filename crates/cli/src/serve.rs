@@ -56,9 +56,23 @@ pub struct ServeArgs {
     /// Frames that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
-    /// TOML config file (several apps go here; see docs/configuration.md).
+    /// TOML config file (several apps go here; see the README).
     #[arg(long, env = "WHOSIN_CONFIG")]
     config: Option<PathBuf>,
+    /// Join a cluster of nodes sharing this Redis (redis://HOST:PORT).
+    #[arg(long, env = "WHOSIN_REDIS_URL")]
+    redis_url: Option<String>,
+    /// This node's id in the cluster (default: host name and process id).
+    #[arg(long, env = "WHOSIN_NODE_ID", requires = "redis_url")]
+    node_id: Option<String>,
+    /// Seconds of silence after which the other nodes remove a node's members.
+    #[arg(
+        long,
+        env = "WHOSIN_NODE_TIMEOUT",
+        default_value_t = 5,
+        requires = "redis_url"
+    )]
+    node_timeout: u64,
 }
 
 /// Builds the configuration. Returns it and a note for each default chosen.
@@ -126,6 +140,16 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
                 .map_err(anyhow::Error::msg)
                 .context("--trusted-proxy")?,
         );
+    }
+    if let Some(url) = args.redis_url {
+        let node = args.node_id.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let mut cc = whosin_server::cluster::ClusterConfig::new(url, node);
+        cc.node_timeout = Duration::from_secs(args.node_timeout.max(2));
+        cc.heartbeat = (cc.node_timeout / 5).max(Duration::from_millis(200));
+        config.cluster = Some(cc);
     }
     config.validate()?;
     Ok((config, notes))

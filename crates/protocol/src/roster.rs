@@ -151,26 +151,31 @@ impl<C: Eq + Hash + Clone> Roster<C> {
     /// The `{"presence":{"ids":[..],"hash":{..},"count":N}}` JSON of
     /// `subscription_succeeded`, built straight from the stored encodings.
     pub fn presence_json(&self) -> String {
-        let mut ids = String::from("[");
-        let mut hash = String::from("{");
-        for (i, (id, member)) in self.users.iter().enumerate() {
-            if i > 0 {
-                ids.push(',');
-                hash.push(',');
-            }
-            let quoted = json_string(id);
-            ids.push_str(&quoted);
-            hash.push_str(&quoted);
-            hash.push(':');
-            hash.push_str(&member.info);
-        }
-        ids.push(']');
-        hash.push('}');
-        format!(
-            r#"{{"presence":{{"ids":{ids},"hash":{hash},"count":{}}}}}"#,
-            self.users.len()
-        )
+        presence_json(self.users.iter().map(|(id, m)| (&**id, &*m.info)))
     }
+}
+
+/// The `subscription_succeeded` presence JSON for `(user_id, user_info JSON)`
+/// pairs, e.g. a cluster-wide roster read from Redis.
+pub fn presence_json<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut ids = String::from("[");
+    let mut hash = String::from("{");
+    let mut count = 0usize;
+    for (id, info) in members {
+        if count > 0 {
+            ids.push(',');
+            hash.push(',');
+        }
+        count += 1;
+        let quoted = json_string(id);
+        ids.push_str(&quoted);
+        hash.push_str(&quoted);
+        hash.push(':');
+        hash.push_str(info);
+    }
+    ids.push(']');
+    hash.push('}');
+    format!(r#"{{"presence":{{"ids":{ids},"hash":{hash},"count":{count}}}}}"#)
 }
 
 /// A string as a JSON string literal.

@@ -8,13 +8,15 @@
 //! events on a channel — a joiner's `subscription_succeeded` is always before
 //! any `member_*` that follows it.
 
+use crate::cluster::{Cluster, JoinResult};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use whosin_protocol::frame::{server, Data};
+use whosin_protocol::roster::presence_json;
 use whosin_protocol::sign::verify_channel_auth;
 use whosin_protocol::{
     ChannelKind, ChannelName, CloseCode, Join, Leave, PresenceData, Roster, SubscribeData,
@@ -26,7 +28,15 @@ struct Subscriber {
     outbox: Outbox,
     /// The presence user this connection holds on the channel.
     user_id: Option<Arc<str>>,
+    /// While a clustered presence subscribe waits for the cluster roster,
+    /// frames for it are held here and sent after `subscription_succeeded`,
+    /// so nothing that happens meanwhile is missed.
+    pending: Option<Vec<Frame>>,
 }
+
+/// Frames held for one pending subscriber at most; more means it is closed
+/// as too slow, as with a full outbound queue.
+const MAX_PENDING: usize = 1024;
 
 /// One occupied channel. It exists only while it has subscribers.
 #[derive(Debug, Default)]
@@ -38,10 +48,15 @@ struct Channel {
 
 impl Channel {
     /// Queues `frame` to every subscriber but `except`.
-    fn broadcast(&self, frame: &Frame, except: Option<u64>) {
-        for (id, sub) in &self.subscribers {
-            if Some(*id) != except {
-                sub.outbox.send(frame.clone());
+    fn broadcast(&mut self, frame: &Frame, except: Option<u64>) {
+        for (id, sub) in self.subscribers.iter_mut() {
+            if Some(*id) == except {
+                continue;
+            }
+            match &mut sub.pending {
+                Some(held) if held.len() < MAX_PENDING => held.push(frame.clone()),
+                Some(_) => sub.outbox.close(CloseCode::OverCapacity),
+                None => sub.outbox.send(frame.clone()),
             }
         }
     }
@@ -112,6 +127,8 @@ pub struct App {
     /// closed, so telling each one that the others left would only be noise
     /// (and O(n²) frames).
     shutting_down: AtomicBool,
+    /// The Redis adapter, when this node is part of a cluster.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl App {
@@ -123,7 +140,92 @@ impl App {
             connections: AtomicUsize::new(0),
             metrics,
             shutting_down: AtomicBool::new(false),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Joins this app to a cluster (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Sends `frame` to the channel's subscribers: through the cluster bus
+    /// when clustered (every node delivers), else directly. `except` is the
+    /// connection (and its socket id) to leave out.
+    fn fan_out(
+        &self,
+        channel: &mut Channel,
+        name: &str,
+        frame: Frame,
+        except: Option<(u64, &str)>,
+    ) {
+        match self.cluster() {
+            Some(c) => c.publish(&self.config.id, name, frame.as_str(), except.map(|e| e.1)),
+            None => channel.broadcast(&frame, except.map(|e| e.0)),
+        }
+    }
+
+    /// Delivers a frame that came over the cluster bus to local subscribers.
+    pub fn deliver(&self, channel_name: &str, frame: &Frame, except_socket: Option<&str>) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state();
+        let Some(channel) = state.channels.get_mut(channel_name) else {
+            return;
+        };
+        let except = except_socket.and_then(|s| {
+            channel
+                .subscribers
+                .iter()
+                .find(|(_, sub)| &*sub.outbox.socket_id == s)
+                .map(|(id, _)| *id)
+        });
+        channel.broadcast(frame, except);
+    }
+
+    /// Sends a fresh `subscription_succeeded` with `presence_json` to every
+    /// local subscriber of a presence channel (after a cluster resync).
+    pub fn resend_roster(&self, channel_name: &str, presence_json: &str) {
+        let mut state = self.state();
+        if let Some(channel) = state.channels.get_mut(channel_name) {
+            let frame = Frame::from(server::subscription_succeeded(
+                channel_name,
+                Some(presence_json),
+            ));
+            channel.broadcast(&frame, None);
+        }
+    }
+
+    /// channel → user → info of the presence this node holds (for a resync).
+    pub fn local_presence(&self) -> crate::cluster::LocalPresence {
+        let state = self.state();
+        state
+            .channels
+            .iter()
+            .filter_map(|(name, c)| {
+                let r = c.roster.as_ref()?;
+                Some((
+                    name.clone(),
+                    r.iter()
+                        .map(|(u, m)| (u.to_owned(), m.info.clone()))
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Local subscriptions per channel (for a resync).
+    pub fn local_occupancy(&self) -> Vec<(String, usize)> {
+        self.state()
+            .channels
+            .iter()
+            .map(|(n, c)| (n.clone(), c.subscribers.len()))
+            .collect()
     }
 
     /// Stops announcing departures: the server is closing every connection.
@@ -157,64 +259,90 @@ impl App {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Checks a subscription request: name, signature, presence data.
+    fn check(
+        &self,
+        outbox: &Outbox,
+        sub: &SubscribeData,
+    ) -> Result<(ChannelKind, Option<PresenceData>), SubscribeError> {
+        let name = ChannelName::parse(&sub.channel)
+            .map_err(|e| SubscribeError::new(400, format!("invalid channel name: {e}")))?;
+        let kind = name.kind();
+        if !kind.needs_auth() {
+            return Ok((kind, None));
+        }
+        let auth = sub.auth.as_deref().ok_or_else(|| {
+            SubscribeError::new(
+                401,
+                format!("{name} needs an auth signature from your auth endpoint"),
+            )
+        })?;
+        if kind == ChannelKind::Presence && sub.channel_data.is_none() {
+            return Err(SubscribeError::new(
+                400,
+                "presence channels need channel_data with a user_id",
+            ));
+        }
+        if let Err(e) = verify_channel_auth(
+            &self.config.key,
+            &self.config.secret,
+            &outbox.socket_id,
+            name.as_str(),
+            sub.channel_data.as_deref(),
+            auth,
+        ) {
+            Metrics::inc(&self.metrics.auth_failures);
+            return Err(SubscribeError::new(
+                401,
+                format!("{e}: check that your auth endpoint signs with this app's key and secret"),
+            ));
+        }
+        if kind != ChannelKind::Presence {
+            return Ok((kind, None));
+        }
+        let data = sub.channel_data.as_deref().unwrap_or_default();
+        let pd = PresenceData::parse(data, self.config.max_user_info_bytes).map_err(|e| {
+            let status = match e {
+                whosin_protocol::frame::PresenceDataError::UserInfoTooLarge { .. } => 413,
+                _ => 400,
+            };
+            SubscribeError::new(status, e.to_string())
+        })?;
+        Ok((kind, Some(pd)))
+    }
+
     /// Subscribes a connection. On success the `subscription_succeeded` (with
     /// the roster, for presence) is already queued to it and `member_added`
     /// to the others when the user is new; the presence user id is returned
-    /// for the connection's own bookkeeping.
-    pub fn subscribe(
+    /// for the connection's own bookkeeping. In a cluster, presence reads and
+    /// writes the cluster roster (one Redis round trip).
+    pub async fn subscribe(
         &self,
         outbox: &Outbox,
         sub: &SubscribeData,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
-        let name = ChannelName::parse(&sub.channel)
-            .map_err(|e| SubscribeError::new(400, format!("invalid channel name: {e}")))?;
-        let kind = name.kind();
-        let mut presence = None;
-        if kind.needs_auth() {
-            let auth = sub.auth.as_deref().ok_or_else(|| {
-                SubscribeError::new(
-                    401,
-                    format!("{name} needs an auth signature from your auth endpoint"),
-                )
-            })?;
-            if kind == ChannelKind::Presence && sub.channel_data.is_none() {
-                return Err(SubscribeError::new(
-                    400,
-                    "presence channels need channel_data with a user_id",
-                ));
-            }
-            if let Err(e) = verify_channel_auth(
-                &self.config.key,
-                &self.config.secret,
-                &outbox.socket_id,
-                name.as_str(),
-                sub.channel_data.as_deref(),
-                auth,
-            ) {
-                Metrics::inc(&self.metrics.auth_failures);
-                return Err(SubscribeError::new(
-                    401,
-                    format!(
-                        "{e}: check that your auth endpoint signs with this app's key and secret"
-                    ),
-                ));
-            }
-            if kind == ChannelKind::Presence {
-                let data = sub.channel_data.as_deref().unwrap_or_default();
-                let pd =
-                    PresenceData::parse(data, self.config.max_user_info_bytes).map_err(|e| {
-                        let status = match e {
-                            whosin_protocol::frame::PresenceDataError::UserInfoTooLarge {
-                                ..
-                            } => 413,
-                            _ => 400,
-                        };
-                        SubscribeError::new(status, e.to_string())
-                    })?;
-                presence = Some(pd);
+        let (kind, presence) = self.check(outbox, sub)?;
+        match (self.cluster().cloned(), presence) {
+            (Some(cluster), Some(pd)) => self.subscribe_clustered(&cluster, outbox, sub, pd).await,
+            (cluster, presence) => {
+                let (user, new) = self.subscribe_local(outbox, sub, kind, presence)?;
+                if let (Some(c), true) = (cluster, new) {
+                    c.occupancy(&self.config.id, &sub.channel, 1);
+                }
+                Ok(user)
             }
         }
+    }
 
+    /// The single-node subscribe; also public and private channels in a
+    /// cluster. Returns the user and whether the subscription is new.
+    fn subscribe_local(
+        &self,
+        outbox: &Outbox,
+        sub: &SubscribeData,
+        kind: ChannelKind,
+        presence: Option<PresenceData>,
+    ) -> Result<(Option<Arc<str>>, bool), SubscribeError> {
         let mut state = self.state();
         let channel = state
             .channels
@@ -238,23 +366,16 @@ impl App {
                 &sub.channel,
                 snapshot.as_deref(),
             )));
-            return Ok(user_id);
+            return Ok((user_id, false));
         }
 
         let mut added = None;
         if let (Some(roster), Some(pd)) = (channel.roster.as_mut(), presence.as_ref()) {
             if !roster.admits(&pd.user_id, self.config.max_presence_members) {
-                let empty = channel.subscribers.is_empty();
-                if empty {
+                if channel.subscribers.is_empty() {
                     state.channels.remove(&sub.channel);
                 }
-                return Err(SubscribeError::new(
-                    403,
-                    format!(
-                        "{} is full: it holds the maximum of {} members",
-                        sub.channel, self.config.max_presence_members
-                    ),
-                ));
+                return Err(self.full(&sub.channel));
             }
             if roster.join(&pd.user_id, pd.user_info.clone(), outbox.id) == Join::Added {
                 added = Some(server::member_added(
@@ -269,6 +390,7 @@ impl App {
             Subscriber {
                 outbox: outbox.clone(),
                 user_id: user_id.clone(),
+                pending: None,
             },
         );
         let snapshot = channel.roster.as_ref().map(Roster::presence_json);
@@ -279,12 +401,130 @@ impl App {
         if let Some(frame) = added {
             channel.broadcast(&Frame::from(frame), Some(outbox.id));
         }
-        Ok(user_id)
+        Ok((user_id, true))
+    }
+
+    fn full(&self, channel: &str) -> SubscribeError {
+        SubscribeError::new(
+            403,
+            format!(
+                "{channel} is full: it holds the maximum of {} members",
+                self.config.max_presence_members
+            ),
+        )
+    }
+
+    /// Presence subscribe in a cluster: the local roster (per-node dedupe)
+    /// and a pending subscriber entry are set under the lock, together with
+    /// queueing the Redis join, so Redis sees this node's joins and leaves in
+    /// the order they happened here.
+    async fn subscribe_clustered(
+        &self,
+        cluster: &Arc<Cluster>,
+        outbox: &Outbox,
+        sub: &SubscribeData,
+        pd: PresenceData,
+    ) -> Result<Option<Arc<str>>, SubscribeError> {
+        let user: Arc<str> = Arc::from(pd.user_id.as_str());
+        let reply = {
+            let mut state = self.state();
+            let channel = state
+                .channels
+                .entry(sub.channel.clone())
+                .or_insert_with(|| Channel {
+                    subscribers: HashMap::new(),
+                    roster: Some(Roster::new()),
+                });
+            if channel.subscribers.contains_key(&outbox.id) {
+                drop(state);
+                return self
+                    .subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
+                    .map(|r| r.0);
+            }
+            if let Some(r) = channel.roster.as_mut() {
+                r.join(&pd.user_id, pd.user_info.clone(), outbox.id);
+            }
+            channel.subscribers.insert(
+                outbox.id,
+                Subscriber {
+                    outbox: outbox.clone(),
+                    user_id: Some(user.clone()),
+                    pending: Some(Vec::new()),
+                },
+            );
+            cluster.join_start(
+                &self.config.id,
+                &sub.channel,
+                &pd.user_id,
+                &pd.user_info,
+                self.config.max_presence_members,
+                &outbox.socket_id,
+            )
+        };
+        let result = reply.await.ok().flatten();
+        let mut state = self.state();
+        let Some(channel) = state.channels.get_mut(&sub.channel) else {
+            return Err(SubscribeError::new(
+                503,
+                "the channel went away while joining; try again",
+            ));
+        };
+        let Some(me) = channel.subscribers.get_mut(&outbox.id) else {
+            return Err(SubscribeError::new(503, "unsubscribed while joining"));
+        };
+        let held = me.pending.take().unwrap_or_default();
+        let snapshot = match result {
+            Some(JoinResult::Full) => {
+                channel.subscribers.remove(&outbox.id);
+                if let Some(r) = channel.roster.as_mut() {
+                    r.leave(&pd.user_id, &outbox.id);
+                }
+                if channel.subscribers.is_empty() {
+                    state.channels.remove(&sub.channel);
+                }
+                return Err(self.full(&sub.channel));
+            }
+            Some(JoinResult::Joined { members, .. }) => {
+                presence_json(members.iter().map(|(u, i)| (u.as_str(), i.as_str())))
+            }
+            None => {
+                // Redis is unreachable: serve from what this node knows.
+                let local = channel
+                    .roster
+                    .as_ref()
+                    .map(Roster::presence_json)
+                    .unwrap_or_default();
+                let first = channel
+                    .roster
+                    .as_ref()
+                    .and_then(|r| r.get(&pd.user_id))
+                    .is_some_and(|m| m.connections().len() == 1);
+                if first {
+                    let frame = Frame::from(server::member_added(
+                        &sub.channel,
+                        &pd.user_id,
+                        &pd.user_info,
+                    ));
+                    channel.broadcast(&frame, Some(outbox.id));
+                }
+                local
+            }
+        };
+        outbox.send(Frame::from(server::subscription_succeeded(
+            &sub.channel,
+            Some(&snapshot),
+        )));
+        for f in held {
+            outbox.send(f);
+        }
+        cluster.occupancy(&self.config.id, &sub.channel, 1);
+        Ok(Some(user))
     }
 
     /// Removes a connection from a channel, announcing `member_removed` when
-    /// it held the user's last connection, and dropping the channel when it
-    /// is left empty. Returns whether the connection was subscribed.
+    /// it held the user's last connection (in a cluster: the last anywhere),
+    /// and dropping the channel when it is left empty. Returns whether the
+    /// connection was subscribed.
     pub fn unsubscribe(&self, conn: u64, channel_name: &str) -> bool {
         let mut state = self.state();
         let Some(channel) = state.channels.get_mut(channel_name) else {
@@ -294,12 +534,21 @@ impl App {
             return false;
         };
         if let (Some(roster), Some(user)) = (channel.roster.as_mut(), sub.user_id.as_deref()) {
-            if roster.leave(user, &conn) == Leave::Removed
-                && !self.shutting_down.load(Ordering::Acquire)
-            {
-                let frame = Frame::from(server::member_removed(channel_name, user));
-                channel.broadcast(&frame, None);
+            if roster.leave(user, &conn) == Leave::Removed {
+                match self.cluster() {
+                    // The cluster decides whether this was the last
+                    // connection anywhere, and announces it.
+                    Some(c) => c.leave(&self.config.id, channel_name, user),
+                    None if !self.shutting_down.load(Ordering::Acquire) => {
+                        let frame = Frame::from(server::member_removed(channel_name, user));
+                        channel.broadcast(&frame, None);
+                    }
+                    None => {}
+                }
             }
+        }
+        if let Some(c) = self.cluster() {
+            c.occupancy(&self.config.id, channel_name, -1);
         }
         if channel.subscribers.is_empty() {
             state.channels.remove(channel_name);
@@ -307,8 +556,8 @@ impl App {
         true
     }
 
-    /// Relays a client event to the channel's other subscribers, adding the
-    /// sender's `user_id` on presence channels.
+    /// Relays a client event to the channel's other subscribers (on every
+    /// node), adding the sender's `user_id` on presence channels.
     pub fn client_event(
         &self,
         outbox: &Outbox,
@@ -325,12 +574,11 @@ impl App {
                 max: self.config.max_event_data_bytes,
             });
         }
-        let state = self.state();
-        let sender = state
-            .channels
-            .get(channel_name)
-            .and_then(|c| c.subscribers.get(&outbox.id).map(|s| (c, s)));
-        let Some((channel, sub)) = sender else {
+        let mut state = self.state();
+        let Some(channel) = state.channels.get_mut(channel_name) else {
+            return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));
+        };
+        let Some(sub) = channel.subscribers.get(&outbox.id) else {
             return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));
         };
         let frame = Frame::from(server::event(
@@ -339,12 +587,18 @@ impl App {
             Data::Raw(data),
             sub.user_id.as_deref(),
         ));
-        channel.broadcast(&frame, Some(outbox.id));
+        self.fan_out(
+            channel,
+            channel_name,
+            frame,
+            Some((outbox.id, &outbox.socket_id)),
+        );
         Ok(())
     }
 
     /// Publishes an event from the REST API: encoded once per channel, sent
-    /// to every subscriber but the connection with `except_socket`.
+    /// to every subscriber (on every node) but the connection with
+    /// `except_socket`.
     pub fn trigger(
         &self,
         channels: &[String],
@@ -352,20 +606,80 @@ impl App {
         data: &str,
         except_socket: Option<&str>,
     ) {
-        let state = self.state();
         for name in channels {
-            let Some(channel) = state.channels.get(name) else {
-                continue;
-            };
             let frame = Frame::from(server::event(event, name, Data::Str(data), None));
-            let except = except_socket.and_then(|s| {
-                channel
-                    .subscribers
-                    .values()
-                    .find(|sub| &*sub.outbox.socket_id == s)
-                    .map(|sub| sub.outbox.id)
-            });
-            channel.broadcast(&frame, except);
+            if let Some(c) = self.cluster() {
+                c.publish(&self.config.id, name, frame.as_str(), except_socket);
+                continue;
+            }
+            self.deliver(name, &frame, except_socket);
+        }
+    }
+
+    /// Occupied channels with their facts, cluster-wide when clustered
+    /// (falling back to this node's view when Redis does not answer).
+    pub async fn channels_all(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        let Some(c) = self.cluster().cloned() else {
+            return self.channels(prefix);
+        };
+        let Some(occ) = c.occupancy_all(&self.config.id).await else {
+            return self.channels(prefix);
+        };
+        let mut out = Vec::new();
+        for (name, subs) in occ.into_iter().filter(|(n, _)| n.starts_with(prefix)) {
+            let user_count = if ChannelKind::of(&name) == ChannelKind::Presence {
+                Some(
+                    c.roster(&self.config.id, &name)
+                        .await
+                        .map_or(0, |r| r.len()),
+                )
+            } else {
+                None
+            };
+            out.push((
+                name,
+                ChannelInfo {
+                    subscription_count: subs,
+                    user_count,
+                },
+            ));
+        }
+        out
+    }
+
+    /// One channel's facts, cluster-wide when clustered.
+    pub async fn channel_info_all(&self, name: &str) -> Option<ChannelInfo> {
+        let Some(c) = self.cluster().cloned() else {
+            return self.channel_info(name);
+        };
+        let Some(occ) = c.occupancy_all(&self.config.id).await else {
+            return self.channel_info(name);
+        };
+        let subs = *occ.get(name)?;
+        let user_count = if ChannelKind::of(name) == ChannelKind::Presence {
+            Some(c.roster(&self.config.id, name).await.map_or(0, |r| r.len()))
+        } else {
+            None
+        };
+        Some(ChannelInfo {
+            subscription_count: subs,
+            user_count,
+        })
+    }
+
+    /// User ids of a presence channel, cluster-wide when clustered.
+    pub async fn users_all(&self, name: &str) -> Option<Vec<String>> {
+        let Some(c) = self.cluster().cloned() else {
+            return self.users(name);
+        };
+        match c.roster(&self.config.id, name).await {
+            Some(r) if r.is_empty() => None,
+            Some(r) => {
+                let mut ids: Vec<String> = r.into_iter().map(|(u, _)| u).collect();
+                ids.sort();
+                Some(ids)
+            }
+            None => self.users(name),
         }
     }
 
@@ -399,6 +713,18 @@ impl App {
     /// Closes (4009) every connection of a user, whether signed in or
     /// present in any presence channel. Returns how many were asked to close.
     pub fn terminate_user(&self, user_id: &str) -> usize {
+        match self.cluster() {
+            // Every node (this one included) closes its own connections.
+            Some(c) => {
+                c.terminate(&self.config.id, user_id);
+                0
+            }
+            None => self.terminate_local(user_id),
+        }
+    }
+
+    /// Closes (4009) this node's connections of a user.
+    pub fn terminate_local(&self, user_id: &str) -> usize {
         let state = self.state();
         let mut ids: Vec<&Outbox> = Vec::new();
         for channel in state.channels.values() {
@@ -471,7 +797,7 @@ mod tests {
     use whosin_protocol::frame::ServerFrame;
     use whosin_protocol::sign::channel_auth;
 
-    fn join(app: &App, id: u64, user: &str) -> (Outbox, tokio::sync::mpsc::Receiver<Frame>) {
+    async fn join(app: &App, id: u64, user: &str) -> (Outbox, tokio::sync::mpsc::Receiver<Frame>) {
         let socket_id: Arc<str> = Arc::from(format!("1.{id}"));
         let (outbox, rx, _kill) =
             Outbox::new(id, socket_id.clone(), 16, Arc::new(Metrics::default()));
@@ -487,7 +813,7 @@ mod tests {
             )),
             channel_data: Some(data),
         };
-        app.subscribe(&outbox, &sub).unwrap();
+        app.subscribe(&outbox, &sub).await.unwrap();
         (outbox, rx)
     }
 
@@ -497,12 +823,12 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn departures_are_announced_except_during_shutdown() {
+    #[tokio::test]
+    async fn departures_are_announced_except_during_shutdown() {
         let app = App::new(AppConfig::new("1", "k", "s"), Arc::new(Metrics::default()));
-        let (_a, mut arx) = join(&app, 1, "a");
-        let (_b, _brx) = join(&app, 2, "b");
-        let (_c, _crx) = join(&app, 3, "c");
+        let (_a, mut arx) = join(&app, 1, "a").await;
+        let (_b, _brx) = join(&app, 2, "b").await;
+        let (_c, _crx) = join(&app, 3, "c").await;
         drain(&mut arx);
         assert!(app.unsubscribe(2, "presence-x"));
         assert_eq!(

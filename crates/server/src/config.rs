@@ -183,6 +183,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// Redis scale-out; `None` for a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -199,6 +201,7 @@ impl ServerConfig {
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            cluster: None,
         }
     }
 

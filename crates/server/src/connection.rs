@@ -172,7 +172,7 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
                 match msg {
                     Message::Text(text) => {
                         Metrics::inc(&shared.metrics.messages_in);
-                        if let Some(code) = handle_text(&mut session, &shared, &mut rate, text.as_str()) {
+                        if let Some(code) = handle_text(&mut session, &shared, &mut rate, text.as_str()).await {
                             break Some(code.code());
                         }
                     }
@@ -260,7 +260,7 @@ async fn write_batch(
 }
 
 /// Acts on one text frame. Returns a close code when the connection must end.
-fn handle_text(
+async fn handle_text(
     session: &mut Session,
     shared: &Shared,
     rate: &mut RateWindow,
@@ -280,7 +280,7 @@ fn handle_text(
     match frame {
         ClientFrame::Ping => session.outbox.send(Frame::from(server::pong())),
         ClientFrame::Pong => {}
-        ClientFrame::Subscribe(sub) => match app.subscribe(&session.outbox, &sub) {
+        ClientFrame::Subscribe(sub) => match app.subscribe(&session.outbox, &sub).await {
             Ok(_) => {
                 if !session.channels.contains(&sub.channel) {
                     session.channels.push(sub.channel);

@@ -6,6 +6,7 @@
 //! * [`connection`] — one WebSocket connection's task.
 //! * [`outbox`] — a connection's bounded outbound queue.
 //! * [`app`] — one app's channels and presence rosters.
+//! * [`cluster`] — the Redis adapter for several nodes.
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
@@ -13,6 +14,7 @@
 
 pub mod app;
 pub mod auth_endpoint;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod identity;

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub rest_requests: AtomicU64,
     /// Signatures issued by `/pusher/auth`.
     pub auth_endpoint_signatures: AtomicU64,
+    /// Redis operations that failed (the node served locally meanwhile).
+    pub cluster_failures: AtomicU64,
 }
 
 /// Gauges computed from live state when scraped.
@@ -102,6 +104,11 @@ impl Metrics {
                 "auth_endpoint_signatures_total",
                 "Signatures issued by /pusher/auth.",
                 &self.auth_endpoint_signatures,
+            ),
+            (
+                "cluster_failures_total",
+                "Redis operations that failed; the node served its own clients meanwhile.",
+                &self.cluster_failures,
             ),
         ];
         for (name, help, c) in counters {

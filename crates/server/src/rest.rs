@@ -331,7 +331,7 @@ pub async fn channels(
         ));
     }
     let mut channels = Map::new();
-    for (name, ci) in app.channels(prefix) {
+    for (name, ci) in app.channels_all(prefix).await {
         channels.insert(name, info_json(Some(ci), &info));
     }
     ok(json!({ "channels": channels }))
@@ -355,7 +355,7 @@ pub async fn channel(
             "info=user_count is only available for presence channels",
         ));
     }
-    let ci = app.channel_info(&channel);
+    let ci = app.channel_info_all(&channel).await;
     let mut body = info_json(ci, &info);
     if let Value::Object(m) = &mut body {
         m.insert("occupied".into(), json!(ci.is_some()));
@@ -376,7 +376,7 @@ pub async fn users(
             "users can only be listed for presence channels",
         ));
     }
-    let ids = app.users(&channel).unwrap_or_default();
+    let ids = app.users_all(&channel).await.unwrap_or_default();
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     ok(json!({ "users": users }))
 }

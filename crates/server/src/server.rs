@@ -83,6 +83,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Redis could not be reached at start.
+    #[error("{0}")]
+    Cluster(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source} (is another server using the port? try --port 0 for a free one)")]
     Bind {
@@ -146,11 +149,23 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = watch::channel(false);
-    let apps = config
+    let apps: Vec<Arc<App>> = config
         .apps
         .iter()
         .map(|a| Arc::new(App::new(a.clone(), metrics.clone())))
         .collect();
+    if let Some(cc) = config.cluster.clone() {
+        let node = cc.node_id.clone();
+        let ids = apps.iter().map(|a| a.config.id.clone()).collect();
+        let cluster = crate::cluster::Cluster::connect(cc, ids, metrics.clone(), shutdown.clone())
+            .await
+            .map_err(StartError::Cluster)?;
+        cluster.attach(apps.clone());
+        for app in &apps {
+            app.set_cluster(cluster.clone());
+        }
+        tracing::info!(%node, "joined the cluster");
+    }
     let shared = Arc::new(Shared {
         config,
         apps,

@@ -1,0 +1,260 @@
+//! Several `whosin serve` nodes sharing one real `redis-server` (started by
+//! the test on a free port, in a temporary directory).
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use whosin_client::{Client, ConnectionState, Event};
+
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start_on(port: u16, dir: &std::path::Path) -> Redis {
+        std::fs::create_dir_all(dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        let until = Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("whosin-redis-{port}-{}", std::process::id()));
+        Redis::start_on(port, &dir)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn node(redis: &Redis, id: &str) -> ServerProcess {
+    ServerProcess::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--node-id",
+        id,
+        "--node-timeout",
+        "3",
+    ])
+}
+
+async fn rest_user_count(server: &ServerProcess) -> u64 {
+    // Unsigned queries are refused; sign as the SDKs do.
+    let path = format!("/apps/{ID}/channels/{CHANNEL}");
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let params = [
+        ("auth_key", KEY),
+        ("auth_timestamp", ts.as_str()),
+        ("auth_version", "1.0"),
+        ("info", "user_count"),
+    ];
+    let sig = whosin_protocol::sign::rest_signature(SECRET, "GET", &path, params);
+    let url = format!("http://127.0.0.1:{}{path}?auth_key={KEY}&auth_timestamp={ts}&auth_version=1.0&info=user_count&auth_signature={sig}", server.port);
+    let out = Command::new("curl")
+        .args(["-sf", &url])
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["user_count"].as_u64().unwrap_or(0)
+}
+
+fn count(c: &Client) -> usize {
+    c.members(CHANNEL).map_or(0, |(_, m)| m.len())
+}
+
+async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_roster_and_survive_a_sigkill() {
+    let redis = Redis::start();
+    let n1 = node(&redis, "n1");
+    let n2 = node(&redis, "n2");
+    let mut n3 = node(&redis, "n3");
+    let (a, alog) = visitor(&n1.url(), "alice");
+    let (b, blog) = visitor(&n2.url(), "bob");
+    let (c, _clog) = visitor(&n3.url(), "carol");
+    for cl in [&a, &b, &c] {
+        let cl = cl.clone();
+        until("everyone sees 3", DEADLINE, move || count(&cl) == 3).await;
+    }
+    // The last joiner got everyone in subscription_succeeded.
+    roster_becomes(&c, &["alice", "bob", "carol"]).await;
+    assert_eq!(rest_user_count(&n1).await, 3);
+    assert_eq!(rest_user_count(&n2).await, 3);
+
+    // Dave holds connections on two nodes: added once, removed once at the last close.
+    let (d1, _) = visitor(&n1.url(), "dave");
+    let (d2, _) = visitor(&n2.url(), "dave");
+    {
+        let a = a.clone();
+        until("dave seen", DEADLINE, move || count(&a) == 4).await;
+    }
+    let d2_ready = d2.clone();
+    until("dave's second connection in", DEADLINE, move || {
+        count(&d2_ready) == 4
+    })
+    .await;
+    d1.close();
+    // Still present through n2: no removal. A round trip proves nothing is pending:
+    // bob joins a marker visitor and everyone sees it before we look.
+    let (m, _) = visitor(&n3.url(), "marker");
+    {
+        let a = a.clone();
+        until("marker seen", DEADLINE, move || count(&a) == 5).await;
+    }
+    assert!(
+        a.members(CHANNEL).unwrap().1.iter().any(|x| x.id == "dave"),
+        "dave still present"
+    );
+    m.close();
+    d2.close();
+    {
+        let a = a.clone();
+        until("dave gone", DEADLINE, move || count(&a) == 3).await;
+    }
+    let (_, tally) = replay(&alog.all());
+    assert_eq!(
+        tally.get("dave"),
+        Some(&(1, 1)),
+        "dave added once and removed once"
+    );
+
+    // SIGKILL n3: carol is removed on the others within the bound; nothing else is.
+    n3.kill();
+    let killed = Instant::now();
+    {
+        let a = a.clone();
+        until(
+            "carol removed after n3 died",
+            Duration::from_secs(10),
+            move || count(&a) == 2,
+        )
+        .await;
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        killed.elapsed()
+    );
+    roster_becomes(&a, &["alice", "bob"]).await;
+    roster_becomes(&b, &["alice", "bob"]).await;
+    assert_eq!(rest_user_count(&n1).await, 2);
+    let (_, tally) = replay(&blog.all());
+    assert_eq!(
+        tally.get("alice").map(|t| t.1).unwrap_or(0),
+        0,
+        "alice never removed"
+    );
+    drop(c);
+
+    // Everyone leaves: every node reports 0 and no occupied channel.
+    a.close();
+    b.close();
+    for n in [&n1, &n2] {
+        let end = Instant::now() + DEADLINE;
+        while rest_user_count(n).await != 0 {
+            assert!(Instant::now() < end, "user_count stuck above 0 on a node");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = (alog.len(), blog.len());
+    let _ = ConnectionState::Connecting;
+    let _ = Event::Subscribed {
+        channel: String::new(),
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_converges_to_the_truth() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let dir = redis.dir.clone();
+    let n1 = node(&redis, "r1");
+    let n2 = node(&redis, "r2");
+    let (a, _) = visitor(&n1.url(), "ann");
+    let (b, _) = visitor(&n2.url(), "ben");
+    {
+        let a = a.clone();
+        until("both see 2", DEADLINE, move || count(&a) == 2).await;
+    }
+    // Redis goes away (and its data with it); ben leaves meanwhile.
+    redis.kill();
+    b.close();
+    // Redis is back, empty: nodes re-publish their live members.
+    let _redis = Redis::start_on(port, &dir);
+    {
+        let a = a.clone();
+        until("ann sees ben gone", Duration::from_secs(15), move || {
+            count(&a) == 1
+        })
+        .await;
+    }
+    let (c, _) = visitor(&n2.url(), "cleo");
+    {
+        let c = c.clone();
+        until(
+            "cleo sees ann across nodes again",
+            Duration::from_secs(15),
+            move || count(&c) == 2,
+        )
+        .await;
+    }
+    roster_becomes(&c, &["ann", "cleo"]).await;
+    roster_becomes(&a, &["ann", "cleo"]).await;
+}
