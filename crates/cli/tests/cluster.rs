@@ -258,3 +258,176 @@ async fn a_redis_restart_converges_to_the_truth() {
     roster_becomes(&c, &["ann", "cleo"]).await;
     roster_becomes(&a, &["ann", "cleo"]).await;
 }
+
+/// Signed REST call against a node, returning the JSON answer.
+fn rest_json(server: &ServerProcess, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let md5 = whosin_protocol::sign::body_md5(body.as_bytes());
+    let mut params = vec![
+        ("auth_key", KEY),
+        ("auth_timestamp", ts.as_str()),
+        ("auth_version", "1.0"),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5", md5.as_str()));
+    }
+    let sig = whosin_protocol::sign::rest_signature(SECRET, method, path, params.iter().copied());
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let url = format!(
+        "http://127.0.0.1:{}{path}?{}&auth_signature={sig}",
+        server.port,
+        query.join("&")
+    );
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sf", "-m", "5", "-X", method, &url]);
+    if !body.is_empty() {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let out = cmd.output().expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_terminations_cross_nodes() {
+    let redis = Redis::start();
+    let n1 = node(&redis, "e1");
+    let n2 = node(&redis, "e2");
+    let (a, alog) = visitor(&n1.url(), "amy");
+    let (b, blog) = visitor(&n2.url(), "bo");
+    for c in [&a, &b] {
+        let c = c.clone();
+        until("both see 2", DEADLINE, move || count(&c) == 2).await;
+    }
+    // A client event from n1 reaches n2, not echoed.
+    a.trigger(CHANNEL, "wave", serde_json::json!({"from": "amy"}));
+    blog.wait_for(0, "wave on n2", |e| matches!(e, Event::Message { event, user_id: Some(u), .. } if event == "client-wave" && u == "amy")).await;
+    // A REST trigger on n2 excluding amy's socket reaches bo only.
+    let amy_socket = match a.state() {
+        ConnectionState::Connected { socket_id } => socket_id,
+        s => panic!("{s:?}"),
+    };
+    let body = serde_json::json!({"name": "news", "channel": CHANNEL, "data": "hello", "socket_id": amy_socket}).to_string();
+    assert_eq!(
+        rest_json(&n2, "POST", &format!("/apps/{ID}/events"), &body),
+        serde_json::json!({})
+    );
+    let body =
+        serde_json::json!({"name": "news2", "channel": CHANNEL, "data": "hello"}).to_string();
+    rest_json(&n2, "POST", &format!("/apps/{ID}/events"), &body);
+    blog.wait_for(
+        0,
+        "news on n2",
+        |e| matches!(e, Event::Message { event, .. } if event == "news"),
+    )
+    .await;
+    alog.wait_for(
+        0,
+        "news2 on n1",
+        |e| matches!(e, Event::Message { event, .. } if event == "news2"),
+    )
+    .await;
+    assert!(!alog.all().iter().any(
+        |e| matches!(e, Event::Message { event, .. } if event == "news" || event == "client-wave")
+    ));
+    // Users listed cluster-wide from either node.
+    let users = rest_json(
+        &n1,
+        "GET",
+        &format!("/apps/{ID}/channels/{CHANNEL}/users"),
+        "",
+    );
+    assert_eq!(
+        users,
+        serde_json::json!({"users":[{"id":"amy"},{"id":"bo"}]})
+    );
+    // terminate_connections on n1 closes bo's connection on n2 (4009: final).
+    rest_json(
+        &n1,
+        "POST",
+        &format!("/apps/{ID}/users/bo/terminate_connections"),
+        "{}",
+    );
+    blog.wait_for(0, "bo terminated", |e| {
+        matches!(
+            e,
+            Event::State(ConnectionState::Disconnected {
+                reason: whosin_client::StopReason::Unauthorized(_)
+            })
+        )
+    })
+    .await;
+    let a2 = a.clone();
+    until("bo removed on n1", DEADLINE, move || count(&a2) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_keeps_subscribes_and_queries_under_a_second() {
+    let redis = Redis::start();
+    let mut nodes: Vec<ServerProcess> = (0..3).map(|i| node(&redis, &format!("rr{i}"))).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let (watcher, _) = visitor(&nodes[0].url(), "watcher");
+    let (steady, _) = visitor(&nodes[1].url(), "steady");
+    {
+        let w = watcher.clone();
+        until("watcher sees 2", DEADLINE, move || count(&w) == 2).await;
+    }
+    let mut worst = Duration::ZERO;
+    let mut probes = 0;
+    for i in 0..3 {
+        nodes[i].terminate();
+        for (j, n) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            for k in 0..3 {
+                // A presence subscribe on a live node, timed to its snapshot.
+                let started = Instant::now();
+                let (c, log) = visitor(&n.url(), &format!("probe-{i}-{j}-{k}"));
+                log.wait_for(0, "probe snapshot", |e| matches!(e, Event::Snapshot { .. }))
+                    .await;
+                worst = worst.max(started.elapsed());
+                c.close();
+                // A REST query on the same node.
+                let started = Instant::now();
+                let v = rest_json(n, "GET", &format!("/apps/{ID}/channels"), "");
+                assert!(v["channels"].is_object(), "{v}");
+                worst = worst.max(started.elapsed());
+                probes += 2;
+            }
+        }
+        nodes[i] = ServerProcess::start_on(
+            ports[i],
+            &[
+                "--redis-url",
+                &redis.url(),
+                "--node-id",
+                &format!("rr{i}"),
+                "--node-timeout",
+                "3",
+            ],
+        );
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "slowest of {probes} probes took {worst:?}"
+    );
+    // The visitors came back through their own reconnects; the roster is right.
+    let w = watcher.clone();
+    until(
+        "watcher and steady back together",
+        Duration::from_secs(15),
+        move || {
+            w.members(CHANNEL).is_some_and(|(_, m)| {
+                m.iter().map(|x| x.id.as_str()).collect::<Vec<_>>() == ["steady", "watcher"]
+            })
+        },
+    )
+    .await;
+    drop(steady);
+}
