@@ -431,3 +431,41 @@ async fn rolling_restart_keeps_subscribes_and_queries_under_a_second() {
     .await;
     drop(steady);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopping_gracefully_removes_its_members_at_once() {
+    let redis = Redis::start();
+    // A long node timeout: only the graceful path can remove them quickly.
+    let args = |id: &'static str| {
+        vec![
+            "--redis-url".to_owned(),
+            redis.url(),
+            "--node-id".into(),
+            id.into(),
+            "--node-timeout".into(),
+            "30".into(),
+        ]
+    };
+    let n1 = ServerProcess::start(&args("g1").iter().map(String::as_str).collect::<Vec<_>>());
+    let mut n2 = ServerProcess::start(&args("g2").iter().map(String::as_str).collect::<Vec<_>>());
+    let (a, _) = visitor(&n1.url(), "stays");
+    let (b, _) = visitor(&n2.url(), "goes");
+    let a2 = a.clone();
+    until("both present", DEADLINE, move || count(&a2) == 2).await;
+    // The client on n2 tries to come back (4200 asks it to) but n2 stays
+    // down: its member must go with the node, not after the 30 s timeout.
+    n2.terminate();
+    let stopped = Instant::now();
+    let a3 = a.clone();
+    until("goes removed", Duration::from_secs(5), move || {
+        count(&a3) == 1
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?} with a 30 s node timeout",
+        stopped.elapsed()
+    );
+    assert_eq!(rest_user_count(&n1).await, 1);
+    drop(b);
+}

@@ -715,10 +715,7 @@ impl Cluster {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.heartbeat) => {}
-                _ = shutdown.changed() => {
-                    self.leave_cluster(&mut con).await;
-                    return;
-                }
+                _ = shutdown.changed() => return,
             }
         }
     }
@@ -853,8 +850,15 @@ impl Cluster {
         }
     }
 
-    /// On graceful shutdown: remove this node's members at once (announcing
-    /// departures to the other nodes) and leave the node set.
+    /// On graceful shutdown, after the local connections closed: remove
+    /// this node's members at once (announcing departures to the other
+    /// nodes) and leave the node set.
+    pub async fn depart(&self) {
+        let mut con = self.reader.clone();
+        self.leave_cluster(&mut con).await;
+        tracing::info!(node = %self.config.node_id, "left the cluster");
+    }
+
     async fn leave_cluster(&self, con: &mut ConnectionManager) {
         let sweep = Script::new(SWEEP_LUA);
         let _: redis::RedisResult<i64> = con.zrem(NODES, &self.config.node_id).await;

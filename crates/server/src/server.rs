@@ -42,6 +42,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// The Redis adapter, when clustered.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// First part of every socket id: random per process, so ids from a
     /// restarted server do not collide with the previous run's.
     pub node_number: u32,
@@ -129,6 +131,9 @@ impl Running {
         {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        if let Some(c) = &self.shared.cluster {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c.depart()).await;
+        }
         let _ = tokio::time::timeout_at(deadline, self.task).await;
     }
 }
@@ -154,6 +159,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .iter()
         .map(|a| Arc::new(App::new(a.clone(), metrics.clone())))
         .collect();
+    let mut cluster_handle = None;
     if let Some(cc) = config.cluster.clone() {
         let node = cc.node_id.clone();
         let ids = apps.iter().map(|a| a.config.id.clone()).collect();
@@ -164,6 +170,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         for app in &apps {
             app.set_cluster(cluster.clone());
         }
+        cluster_handle = Some(cluster);
         tracing::info!(%node, "joined the cluster");
     }
     let shared = Arc::new(Shared {
@@ -171,6 +178,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         apps,
         metrics,
         shutdown: shutdown.clone(),
+        cluster: cluster_handle,
         node_number: rand::random::<u32>() % 1_000_000_000,
         next_id: AtomicU64::new(1),
     });
