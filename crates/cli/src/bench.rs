@@ -33,9 +33,11 @@ pub enum Bench {
 /// Options of the presence scenario.
 #[derive(Debug, Args)]
 pub struct PresenceArgs {
-    /// Server URL (ws://HOST:PORT); only loopback addresses unless --allow-remote.
-    #[arg(long, default_value = "ws://127.0.0.1:6001")]
-    url: String,
+    /// Server URL (ws://HOST:PORT); repeat for the nodes of a cluster: the
+    /// observer uses the first, members go round-robin over all. Only
+    /// loopback addresses unless --allow-remote.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:6001")]
+    urls: Vec<String>,
     /// App key.
     #[arg(long)]
     key: String,
@@ -172,20 +174,27 @@ fn progress(quiet: bool, what: &str, done: usize, total: usize) {
 }
 
 async fn presence(a: PresenceArgs) -> Result<()> {
-    let endpoint = whosin_client::Endpoint::parse(&a.url, &a.key).map_err(anyhow::Error::msg)?;
-    let loopback = endpoint.host == "localhost"
-        || endpoint
-            .host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false);
-    if !loopback && !a.allow_remote {
-        bail!("{} is not a loopback address; load tests target this machine only (--allow-remote to override)", endpoint.host);
+    let mut urls = Vec::new();
+    for u in &a.urls {
+        let endpoint = whosin_client::Endpoint::parse(u, &a.key).map_err(anyhow::Error::msg)?;
+        let loopback = endpoint.host == "localhost"
+            || endpoint
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false);
+        if !loopback && !a.allow_remote {
+            bail!(
+                "{} is not a loopback address; load tests target this machine only (--allow-remote to override)",
+                endpoint.host
+            );
+        }
+        urls.push(endpoint.url());
     }
     if !a.channel.starts_with("presence-") || a.members == 0 || a.batch == 0 {
         bail!("give a presence- channel, --members ≥ 1 and --batch ≥ 1");
     }
-    let url = endpoint.url();
+    let url = urls[0].clone();
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let before = a.server_pid.and_then(proc_usage);
     let frames = Arc::new(AtomicU64::new(0));
@@ -257,7 +266,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
     let mut members: Vec<(String, Member)> = Vec::with_capacity(a.members);
     for start in (0..a.members).step_by(a.batch) {
         let end = (start + a.batch).min(a.members);
-        let batch = (start..end).map(|_| connect(&url, frames.clone()));
+        let batch = (start..end).map(|i| connect(&urls[i % urls.len()], frames.clone()));
         let conns = futures_util::future::join_all(batch).await;
         for (i, c) in (start..end).zip(conns) {
             let mut m = c?;
@@ -351,7 +360,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
     };
     let report = json!({
         "scenario": "presence",
-        "url": a.url,
+        "urls": a.urls,
         "members": a.members,
         "batch": a.batch,
         "member_added_ms": summary(added_lat),
@@ -374,7 +383,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         };
         eprintln!(
             "presence: {} members in batches of {} at {}",
-            a.members, a.batch, a.url
+            a.members, a.batch, a.urls.join(", ")
         );
         eprintln!("  member_added   {}", f(&report["member_added_ms"]));
         eprintln!("  member_removed {}", f(&report["member_removed_ms"]));
