@@ -383,7 +383,9 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         };
         eprintln!(
             "presence: {} members in batches of {} at {}",
-            a.members, a.batch, a.urls.join(", ")
+            a.members,
+            a.batch,
+            a.urls.join(", ")
         );
         eprintln!("  member_added   {}", f(&report["member_added_ms"]));
         eprintln!("  member_removed {}", f(&report["member_removed_ms"]));
