@@ -212,6 +212,13 @@ async fn three_nodes_share_one_roster_and_survive_a_sigkill() {
             assert!(Instant::now() < end, "user_count stuck above 0 on a node");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let end = Instant::now() + DEADLINE;
+        while rest_json(n, "GET", &format!("/apps/{ID}/channels"), "")
+            != serde_json::json!({"channels": {}})
+        {
+            assert!(Instant::now() < end, "a channel still occupied on a node");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let _ = (alog.len(), blog.len());
     let _ = ConnectionState::Connecting;
@@ -468,4 +475,89 @@ async fn a_node_stopping_gracefully_removes_its_members_at_once() {
     );
     assert_eq!(rest_user_count(&n1).await, 1);
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_cap_is_cluster_wide_and_admits_a_present_users_second_tab() {
+    let redis = Redis::start();
+    let args = |id: &'static str| {
+        vec![
+            "--redis-url".to_owned(),
+            redis.url(),
+            "--node-id".into(),
+            id.into(),
+            "--max-presence-members".into(),
+            "2".into(),
+        ]
+    };
+    let n1 = ServerProcess::start(&args("c1").iter().map(String::as_str).collect::<Vec<_>>());
+    let n2 = ServerProcess::start(&args("c2").iter().map(String::as_str).collect::<Vec<_>>());
+    let (a, _) = visitor(&n1.url(), "first");
+    let (b, _) = visitor(&n2.url(), "second");
+    let a2 = a.clone();
+    until("two members", DEADLINE, move || count(&a2) == 2).await;
+    // A third user, on either node, is refused.
+    let (_c, clog) = visitor(&n1.url(), "third");
+    clog.wait_for(0, "refusal", |e| {
+        matches!(
+            e,
+            Event::SubscriptionFailed {
+                status: Some(403),
+                ..
+            }
+        )
+    })
+    .await;
+    // The first user's second tab, on the other node, is admitted.
+    let (tab, tlog) = visitor(&n2.url(), "first");
+    tlog.wait_for(
+        0,
+        "second tab joined",
+        |e| matches!(e, Event::Snapshot { members, .. } if members.len() == 2),
+    )
+    .await;
+    drop((b, tab));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_a_node_serves_its_own_clients() {
+    let mut redis = Redis::start();
+    let n1 = node(&redis, "d1");
+    let (a, _) = visitor(&n1.url(), "ada");
+    let (b, blog) = visitor(&n1.url(), "bea");
+    let a2 = a.clone();
+    until("both on n1", DEADLINE, move || count(&a2) == 2).await;
+    redis.kill();
+    // Client events and presence changes between clients of the same node still flow.
+    a.trigger(CHANNEL, "ping", serde_json::json!({}));
+    blog.wait_for(
+        0,
+        "client event with Redis down",
+        |e| matches!(e, Event::Message { event, .. } if event == "client-ping"),
+    )
+    .await;
+    let (c, _) = visitor(&n1.url(), "cy");
+    let a3 = a.clone();
+    until("cy seen locally with Redis down", DEADLINE, move || {
+        count(&a3) == 3
+    })
+    .await;
+    c.close();
+    let a4 = a.clone();
+    until("cy gone locally with Redis down", DEADLINE, move || {
+        count(&a4) == 2
+    })
+    .await;
+    // The failures are counted.
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{}/metrics", n1.port)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let failures: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("whosin_cluster_failures_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(failures > 0, "{text}");
 }
