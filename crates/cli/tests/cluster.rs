@@ -524,7 +524,7 @@ async fn while_redis_is_down_a_node_serves_its_own_clients() {
     let mut redis = Redis::start();
     let n1 = node(&redis, "d1");
     let (a, _) = visitor(&n1.url(), "ada");
-    let (b, blog) = visitor(&n1.url(), "bea");
+    let (_b, blog) = visitor(&n1.url(), "bea");
     let a2 = a.clone();
     until("both on n1", DEADLINE, move || count(&a2) == 2).await;
     redis.kill();
