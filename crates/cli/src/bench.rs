@@ -105,6 +105,42 @@ fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     Some((cpu, hwm))
 }
 
+/// One observation: a member_added (true) or member_removed of a user, and when.
+type Observation = (bool, String, Instant);
+
+/// What the observer saw: user → arrival times of its member_added and
+/// member_removed (more than one is a duplicate).
+#[derive(Default)]
+struct Seen {
+    added: HashMap<String, Vec<Instant>>,
+    removed: HashMap<String, Vec<Instant>>,
+}
+
+impl Seen {
+    fn record(&mut self, (is_add, user, at): Observation) {
+        let map = if is_add {
+            &mut self.added
+        } else {
+            &mut self.removed
+        };
+        map.entry(user).or_default().push(at);
+    }
+
+    /// Takes observations until `done` holds or `until` passes.
+    async fn collect(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Observation>,
+        until: Instant,
+        done: impl Fn(&Seen) -> bool,
+    ) {
+        while !done(self) && Instant::now() < until {
+            if let Ok(Some(o)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                self.record(o);
+            }
+        }
+    }
+}
+
 struct Member {
     sink: futures_util::stream::SplitSink<
         tokio_tungstenite::WebSocketStream<
@@ -247,19 +283,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         .context("observer: subscription not confirmed")?;
 
     let mut sent_join: HashMap<String, Instant> = HashMap::new();
-    let mut added: HashMap<String, Vec<Instant>> = HashMap::new();
-    let mut removed: HashMap<String, Vec<Instant>> = HashMap::new();
-    let drain = |added: &mut HashMap<String, Vec<Instant>>,
-                 removed: &mut HashMap<String, Vec<Instant>>,
-                 rx: &mut mpsc::UnboundedReceiver<(bool, String, Instant)>| {
-        while let Ok((is_add, user, at)) = rx.try_recv() {
-            if is_add {
-                added.entry(user).or_default().push(at)
-            } else {
-                removed.entry(user).or_default().push(at)
-            }
-        }
-    };
+    let mut seen = Seen::default();
 
     // Join in batches; each batch waits for its member_added (or the deadline).
     let join_started = Instant::now();
@@ -276,17 +300,8 @@ async fn presence(a: PresenceArgs) -> Result<()> {
             m.sink.send(Message::Text(frame.into())).await?;
             members.push((user, m));
         }
-        while added.len() < end && Instant::now() < deadline {
-            if let Ok(Some((is_add, user, at))) =
-                tokio::time::timeout(Duration::from_millis(200), seen_rx.recv()).await
-            {
-                if is_add {
-                    added.entry(user).or_default().push(at)
-                } else {
-                    removed.entry(user).or_default().push(at)
-                }
-            }
-        }
+        seen.collect(&mut seen_rx, deadline, |s| s.added.len() >= end)
+            .await;
         progress(a.json, "joining", end, a.members);
     }
     let join_secs = join_started.elapsed().as_secs_f64();
@@ -303,34 +318,19 @@ async fn presence(a: PresenceArgs) -> Result<()> {
             let _ = m.sink.close().await;
         }
         done += take;
-        while removed.len() < done && Instant::now() < deadline {
-            if let Ok(Some((is_add, user, at))) =
-                tokio::time::timeout(Duration::from_millis(200), seen_rx.recv()).await
-            {
-                if is_add {
-                    added.entry(user).or_default().push(at)
-                } else {
-                    removed.entry(user).or_default().push(at)
-                }
-            }
-        }
+        seen.collect(&mut seen_rx, deadline, |s| s.removed.len() >= done)
+            .await;
         progress(a.json, "leaving", done, total);
     }
     let leave_secs = leave_started.elapsed().as_secs_f64();
     // A short quiet period catches late duplicates, bounded.
-    let quiet_until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < quiet_until {
-        if let Ok(Some((is_add, user, at))) =
-            tokio::time::timeout(Duration::from_millis(100), seen_rx.recv()).await
-        {
-            if is_add {
-                added.entry(user).or_default().push(at)
-            } else {
-                removed.entry(user).or_default().push(at)
-            }
-        }
-    }
-    drain(&mut added, &mut removed, &mut seen_rx);
+    seen.collect(
+        &mut seen_rx,
+        Instant::now() + Duration::from_millis(500),
+        |_| false,
+    )
+    .await;
+    let Seen { added, removed } = seen;
     let _ = obs_sink.close().await;
 
     let lat = |sent: &HashMap<String, Instant>, seen: &HashMap<String, Vec<Instant>>| -> Vec<f64> {

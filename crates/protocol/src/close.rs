@@ -62,6 +62,25 @@ impl CloseCode {
         }
     }
 
+    /// Every code this crate names.
+    pub const ALL: [CloseCode; 10] = [
+        CloseCode::UnknownAppKey,
+        CloseCode::AppDisabled,
+        CloseCode::OverConnectionQuota,
+        CloseCode::UnsupportedProtocol,
+        CloseCode::Unauthorized,
+        CloseCode::OverCapacity,
+        CloseCode::Reconnect,
+        CloseCode::PongNotReceived,
+        CloseCode::ClosedAfterInactivity,
+        CloseCode::ClientEventRateLimit,
+    ];
+
+    /// The named code for a number, if it is one of ours.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     /// The advice for any numeric close code, by Pusher's ranges.
     pub fn advice_for(code: u16) -> ReconnectAdvice {
         match code {
@@ -97,20 +116,11 @@ mod tests {
         assert_eq!(CloseCode::Reconnect.code(), 4200);
         assert_eq!(CloseCode::PongNotReceived.code(), 4201);
         assert_eq!(CloseCode::ClientEventRateLimit.code(), 4301);
-        // Reasons must fit a close frame (123 bytes).
-        for c in [
-            CloseCode::UnknownAppKey,
-            CloseCode::AppDisabled,
-            CloseCode::OverConnectionQuota,
-            CloseCode::UnsupportedProtocol,
-            CloseCode::Unauthorized,
-            CloseCode::OverCapacity,
-            CloseCode::Reconnect,
-            CloseCode::PongNotReceived,
-            CloseCode::ClosedAfterInactivity,
-            CloseCode::ClientEventRateLimit,
-        ] {
+        // Reasons must fit a close frame (123 bytes); numbers round-trip.
+        for c in CloseCode::ALL {
             assert!(c.reason().len() <= 123);
+            assert_eq!(CloseCode::from_code(c.code()), Some(c));
         }
+        assert_eq!(CloseCode::from_code(1000), None);
     }
 }

@@ -60,45 +60,46 @@ impl ClusterConfig {
 
 const NODES: &str = "whosin:nodes";
 
+/// Shared by the roster and join scripts: the union of a channel's users
+/// over live nodes and this one, and the `id, info, id, info...` answer.
+const UNION_LUA: &str = r#"
+local function union(prefix, ch, node, expiry)
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  local seen, ids = {}, {}
+  local function add(n)
+    for _, u in ipairs(redis.call('HKEYS', prefix .. 'p:' .. ch .. ':' .. n)) do
+      if not seen[u] then seen[u] = true; ids[#ids + 1] = u end
+    end
+  end
+  add(node)
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')) do
+    if n ~= node then add(n) end
+  end
+  return seen, ids
+end
+local function with_info(prefix, ch, ids, out)
+  for i = 1, #ids, 1000 do
+    local part = {}
+    for j = i, math.min(i + 999, #ids) do part[#part + 1] = ids[j] end
+    local infos = redis.call('HMGET', prefix .. 'pi:' .. ch, unpack(part))
+    for k, u in ipairs(part) do out[#out + 1] = u; out[#out + 1] = infos[k] or 'null' end
+  end
+  return out
+end
+"#;
+
 /// The union of users of a channel over live nodes (and this node), with info.
 const ROSTER_LUA: &str = r#"
 local prefix, ch, node, expiry = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local live = redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')
-local seen = {}
-local ids = {}
-local function add(n)
-  for _, u in ipairs(redis.call('HKEYS', prefix .. 'p:' .. ch .. ':' .. n)) do
-    if not seen[u] then seen[u] = true; ids[#ids + 1] = u end
-  end
-end
-add(node)
-for _, n in ipairs(live) do if n ~= node then add(n) end end
-local out = {}
-for i = 1, #ids, 1000 do
-  local part = {}
-  for j = i, math.min(i + 999, #ids) do part[#part + 1] = ids[j] end
-  local infos = redis.call('HMGET', prefix .. 'pi:' .. ch, unpack(part))
-  for k, u in ipairs(part) do out[#out + 1] = u; out[#out + 1] = infos[k] or 'null' end
-end
-return out
+local _, ids = union(prefix, ch, node, expiry)
+return with_info(prefix, ch, ids, {})
 "#;
 
 /// Adds `user` on this node; returns {added(1/0) or -1 when full, id, info, id, info...}.
 const JOIN_LUA: &str = r#"
 local prefix, ch, node, user, info, max, expiry = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local live = redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')
-local seen, ids = {}, {}
-local function add(n)
-  for _, u in ipairs(redis.call('HKEYS', prefix .. 'p:' .. ch .. ':' .. n)) do
-    if not seen[u] then seen[u] = true; ids[#ids + 1] = u end
-  end
-end
-add(node)
-for _, n in ipairs(live) do if n ~= node then add(n) end end
+local seen, ids = union(prefix, ch, node, expiry)
 local anywhere = seen[user] == true
 if not anywhere and #ids >= max then return {-1} end
 redis.call('HSET', prefix .. 'p:' .. ch .. ':' .. node, user, 1)
@@ -107,14 +108,7 @@ if not anywhere then
   redis.call('HSET', prefix .. 'pi:' .. ch, user, info)
   ids[#ids + 1] = user
 end
-local out = {anywhere and 0 or 1}
-for i = 1, #ids, 1000 do
-  local part = {}
-  for j = i, math.min(i + 999, #ids) do part[#part + 1] = ids[j] end
-  local infos = redis.call('HMGET', prefix .. 'pi:' .. ch, unpack(part))
-  for k, u in ipairs(part) do out[#out + 1] = u; out[#out + 1] = infos[k] or 'null' end
-end
-return out
+return with_info(prefix, ch, ids, {anywhere and 0 or 1})
 "#;
 
 /// Removes `user` from this node; 1 when the user is now gone cluster-wide.
@@ -181,6 +175,27 @@ for _, c in ipairs(order) do if sums[c] > 0 then out[#out + 1] = c; out[#out + 1
 return out
 "#;
 
+/// The Lua scripts, hashed once.
+struct Scripts {
+    roster: Script,
+    join: Script,
+    leave: Script,
+    sweep: Script,
+    occupancy: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            roster: Script::new(&format!("{UNION_LUA}{ROSTER_LUA}")),
+            join: Script::new(&format!("{UNION_LUA}{JOIN_LUA}")),
+            leave: Script::new(LEAVE_LUA),
+            sweep: Script::new(SWEEP_LUA),
+            occupancy: Script::new(OCC_LUA),
+        }
+    }
+}
+
 /// A message on an app's bus.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k")]
@@ -246,6 +261,7 @@ pub struct Cluster {
     apps: OnceLock<Vec<Arc<App>>>,
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -305,6 +321,7 @@ impl Cluster {
             apps: OnceLock::new(),
             healthy: AtomicBool::new(true),
             metrics,
+            scripts: Scripts::new(),
         });
         // Ready only when this node is on the bus and in the node set, so no
         // event published after "listening on" can miss it.
@@ -432,7 +449,9 @@ impl Cluster {
         app: &str,
         channel: &str,
     ) -> Option<Vec<(String, String)>> {
-        let r: redis::RedisResult<Vec<String>> = Script::new(ROSTER_LUA)
+        let r: redis::RedisResult<Vec<String>> = self
+            .scripts
+            .roster
             .arg(prefix(app))
             .arg(channel)
             .arg(&self.config.node_id)
@@ -442,21 +461,30 @@ impl Cluster {
         r.ok().map(pairs)
     }
 
-    /// Subscriptions per occupied channel, summed over live nodes.
+    /// Subscriptions per occupied channel, summed over live nodes; `None`
+    /// if Redis does not answer (one retry, for a connection broken since
+    /// its last use).
     pub async fn occupancy_all(&self, app: &str) -> Option<BTreeMap<String, usize>> {
         let mut con = self.reader.clone();
-        let r: redis::RedisResult<Vec<String>> = Script::new(OCC_LUA)
-            .arg(prefix(app))
-            .arg(&self.config.node_id)
-            .arg(self.expiry_ms())
-            .invoke_async(&mut con)
-            .await;
-        r.ok().map(|v| {
-            pairs(v)
-                .into_iter()
-                .map(|(c, n)| (c, n.parse().unwrap_or(0)))
-                .collect()
-        })
+        for _ in 0..2 {
+            let r: redis::RedisResult<Vec<String>> = self
+                .scripts
+                .occupancy
+                .arg(prefix(app))
+                .arg(&self.config.node_id)
+                .arg(self.expiry_ms())
+                .invoke_async(&mut con)
+                .await;
+            if let Ok(v) = r {
+                return Some(
+                    pairs(v)
+                        .into_iter()
+                        .map(|(c, n)| (c, n.parse().unwrap_or(0)))
+                        .collect(),
+                );
+            }
+        }
+        None
     }
 
     fn failed(&self, what: &str, e: &redis::RedisError) {
@@ -472,8 +500,7 @@ impl Cluster {
         mut con: ConnectionManager,
         mut rx: mpsc::UnboundedReceiver<Op>,
     ) {
-        let join = Script::new(JOIN_LUA);
-        let leave = Script::new(LEAVE_LUA);
+        let (join, leave) = (&self.scripts.join, &self.scripts.leave);
         while let Some(op) = rx.recv().await {
             match op {
                 Op::Join {
@@ -690,7 +717,6 @@ impl Cluster {
         mut con: ConnectionManager,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let sweep = Script::new(SWEEP_LUA);
         let mut first = true;
         loop {
             let beat: redis::RedisResult<i64> = async {
@@ -709,7 +735,7 @@ impl Cluster {
                         self.resync(&mut con).await;
                     }
                     first = false;
-                    self.sweep_dead(&mut con, &sweep).await;
+                    self.sweep_dead(&mut con).await;
                 }
                 Err(e) => self.failed("heartbeat", &e),
             }
@@ -720,7 +746,8 @@ impl Cluster {
         }
     }
 
-    async fn sweep_dead(&self, con: &mut ConnectionManager, sweep: &Script) {
+    async fn sweep_dead(&self, con: &mut ConnectionManager) {
+        let sweep = &self.scripts.sweep;
         let Ok((secs, micros)) = redis::cmd("TIME")
             .query_async::<(u64, u64)>(&mut *con)
             .await
@@ -766,8 +793,7 @@ impl Cluster {
     /// Rewrites this node's entries from local state: stale ones leave
     /// (announced if last), missing ones join (announced if new).
     async fn resync(&self, con: &mut ConnectionManager) {
-        let join = Script::new(JOIN_LUA);
-        let leave = Script::new(LEAVE_LUA);
+        let (join, leave) = (&self.scripts.join, &self.scripts.leave);
         for app in self.apps.get().into_iter().flatten() {
             let p = prefix(&app.config.id);
             let local = app.local_presence();
@@ -860,7 +886,7 @@ impl Cluster {
     }
 
     async fn leave_cluster(&self, con: &mut ConnectionManager) {
-        let sweep = Script::new(SWEEP_LUA);
+        let sweep = &self.scripts.sweep;
         let _: redis::RedisResult<i64> = con.zrem(NODES, &self.config.node_id).await;
         for app in self.apps.get().into_iter().flatten() {
             let r: redis::RedisResult<Vec<String>> = sweep

@@ -76,21 +76,7 @@ pub(crate) async fn close_with(ws: &mut WebSocket, code: u16) {
 }
 
 fn close_reason(code: u16) -> &'static str {
-    [
-        CloseCode::UnknownAppKey,
-        CloseCode::AppDisabled,
-        CloseCode::OverConnectionQuota,
-        CloseCode::UnsupportedProtocol,
-        CloseCode::Unauthorized,
-        CloseCode::OverCapacity,
-        CloseCode::Reconnect,
-        CloseCode::PongNotReceived,
-        CloseCode::ClosedAfterInactivity,
-        CloseCode::ClientEventRateLimit,
-    ]
-    .into_iter()
-    .find(|c| c.code() == code)
-    .map_or("", CloseCode::reason)
+    CloseCode::from_code(code).map_or("", CloseCode::reason)
 }
 
 /// Refuses a connection: `pusher:error` with the code, then a close frame.
