@@ -28,6 +28,62 @@ use whosin_protocol::sign;
 pub enum Bench {
     /// Join N members into one presence channel; measure member_added / member_removed latency.
     Presence(PresenceArgs),
+    /// Hold N idle connections; measure the server's memory per connection.
+    Idle(IdleArgs),
+    /// S subscribers on one channel, REST triggers at a rate; measure delivery latency.
+    Broadcast(BroadcastArgs),
+}
+
+/// Options of the idle scenario.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Server URL (ws://HOST:PORT), loopback only.
+    #[arg(long, default_value = "ws://127.0.0.1:6001")]
+    url: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Server process id (required: memory is read from /proc).
+    #[arg(long)]
+    server_pid: u32,
+    /// Only the JSON line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of the broadcast scenario.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Server URL (ws://HOST:PORT), loopback only.
+    #[arg(long, default_value = "ws://127.0.0.1:6001")]
+    url: String,
+    /// App id (REST path).
+    #[arg(long)]
+    app_id: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// App secret (signs the REST triggers).
+    #[arg(long)]
+    secret: String,
+    /// Subscribers.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Events per second.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Seconds of triggering.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Server process id: CPU and peak memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only the JSON line on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of the presence scenario.
@@ -71,7 +127,211 @@ pub struct PresenceArgs {
 pub async fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Presence(a) => presence(a).await,
+        Bench::Idle(a) => idle(a).await,
+        Bench::Broadcast(a) => broadcast(a).await,
     }
+}
+
+/// A loopback-only WebSocket URL for an app.
+fn loopback_url(url: &str, key: &str) -> Result<String> {
+    let endpoint = whosin_client::Endpoint::parse(url, key).map_err(anyhow::Error::msg)?;
+    let loopback = endpoint.host == "localhost"
+        || endpoint
+            .host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback {
+        bail!(
+            "{} is not a loopback address; load tests target this machine only",
+            endpoint.host
+        );
+    }
+    Ok(endpoint.url())
+}
+
+/// Current RSS of a process, kB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn idle(a: IdleArgs) -> Result<()> {
+    let url = loopback_url(&a.url, &a.key)?;
+    let before = rss_kb(a.server_pid)
+        .context("cannot read the server's memory from /proc (--server-pid)")?;
+    let frames = Arc::new(AtomicU64::new(0));
+    let mut held = Vec::with_capacity(a.connections);
+    for start in (0..a.connections).step_by(500) {
+        let end = (start + 500).min(a.connections);
+        let batch = (start..end).map(|_| connect(&url, frames.clone()));
+        for c in futures_util::future::join_all(batch).await {
+            held.push(c?);
+        }
+        progress(a.json, "opening", end, a.connections);
+    }
+    // Let the server settle its allocations for the new connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb(a.server_pid).context("reading the server's memory")?;
+    let per = (after.saturating_sub(before)) as f64 / a.connections as f64;
+    let report = json!({
+        "scenario": "idle",
+        "connections": a.connections,
+        "server_rss_before_kb": before,
+        "server_rss_after_kb": after,
+        "kb_per_connection": round(per),
+    });
+    if !a.json {
+        eprintln!(
+            "idle: {} connections, server RSS {} → {} kB, {:.1} kB per connection",
+            a.connections, before, after, per
+        );
+    }
+    println!("{report}");
+    drop(held);
+    Ok(())
+}
+
+async fn broadcast(a: BroadcastArgs) -> Result<()> {
+    let url = loopback_url(&a.url, &a.key)?;
+    let endpoint = whosin_client::Endpoint::parse(&a.url, &a.key).map_err(anyhow::Error::msg)?;
+    let before = a.server_pid.and_then(proc_usage);
+    let channel = "bench-broadcast";
+    // Subscribers record (event number, latency ms) as events arrive.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, f64)>();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
+    for start in (0..a.subscribers).step_by(200) {
+        let end = (start + 200).min(a.subscribers);
+        let batch = (start..end).map(|_| tokio_tungstenite::connect_async(url.clone()));
+        for c in futures_util::future::join_all(batch).await {
+            let (ws, _) = c.context("connecting a subscriber")?;
+            let (mut sink, mut stream) = ws.split();
+            sink.send(Message::Text(
+                json!({"event":"pusher:subscribe","data":{"channel":channel}})
+                    .to_string()
+                    .into(),
+            ))
+            .await?;
+            let (tx, ready) = (tx.clone(), ready_tx.clone());
+            tokio::spawn(async move {
+                let _sink = sink;
+                while let Some(Ok(Message::Text(t))) = stream.next().await {
+                    match ServerFrame::parse(t.as_str()) {
+                        Ok(ServerFrame::SubscriptionSucceeded { .. }) => {
+                            let _ = ready.send(());
+                        }
+                        Ok(ServerFrame::Event { data, .. }) => {
+                            let v: serde_json::Value =
+                                serde_json::from_str(&data).unwrap_or_default();
+                            let (n, sent) =
+                                (v["n"].as_u64().unwrap_or(0), v["t"].as_f64().unwrap_or(0.0));
+                            let now = started_ms();
+                            let _ = tx.send((n, now - sent));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+        progress(a.json, "joining", end, a.subscribers);
+    }
+    for _ in 0..a.subscribers {
+        tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+            .await
+            .context("subscribers did not all subscribe")?;
+    }
+    // Trigger at the rate, each event carrying its number and send time.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}:{}", endpoint.host, endpoint.port);
+    let total = a.rate as u64 * a.seconds;
+    let period = Duration::from_secs_f64(1.0 / f64::from(a.rate.max(1)));
+    let mut tick = tokio::time::interval(period);
+    for n in 0..total {
+        tick.tick().await;
+        let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": started_ms()}).to_string()}).to_string();
+        let path = format!("/apps/{}/events", a.app_id);
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            .to_string();
+        let md5 = sign::body_md5(body.as_bytes());
+        let params = [
+            ("auth_key", a.key.as_str()),
+            ("auth_timestamp", ts.as_str()),
+            ("auth_version", "1.0"),
+            ("body_md5", md5.as_str()),
+        ];
+        let sig = sign::rest_signature(&a.secret, "POST", &path, params);
+        let url = format!("{base}{path}?auth_key={}&auth_timestamp={ts}&auth_version=1.0&body_md5={md5}&auth_signature={sig}", a.key);
+        let resp = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("trigger refused: HTTP {}", resp.status());
+        }
+        progress(a.json, "sending", (n + 1) as usize, total as usize);
+    }
+    // Collect deliveries until all arrived or 10 s of quiet.
+    let expected = total * a.subscribers as u64;
+    let mut lat = Vec::with_capacity(expected as usize);
+    while (lat.len() as u64) < expected {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some((_, ms))) => lat.push(ms),
+            _ => break,
+        }
+    }
+    let delivered = lat.len() as u64;
+    let after = a.server_pid.and_then(proc_usage);
+    let server = match (before, after) {
+        (Some((c0, _)), Some((c1, hwm))) => {
+            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
+        }
+        _ => json!(null),
+    };
+    let report = json!({
+        "scenario": "broadcast",
+        "subscribers": a.subscribers,
+        "rate": a.rate,
+        "events": total,
+        "deliveries": delivered,
+        "lost": expected - delivered,
+        "deliveries_per_second": round(delivered as f64 / a.seconds as f64),
+        "latency_ms": summary(lat),
+        "server": server,
+    });
+    if !a.json {
+        eprintln!(
+            "broadcast: {} subscribers, {} events at {}/s: {} deliveries, lost {}, latency {}",
+            a.subscribers,
+            total,
+            a.rate,
+            delivered,
+            expected - delivered,
+            report["latency_ms"]
+        );
+    }
+    println!("{report}");
+    if delivered < expected {
+        bail!("{} deliveries were lost", expected - delivered);
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch, as f64, for send/receive stamps on one machine.
+fn started_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// Latency summary in milliseconds.

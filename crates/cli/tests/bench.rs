@@ -75,3 +75,69 @@ fn bench_refuses_non_loopback_targets() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
+
+#[test]
+fn idle_and_broadcast_benches_report_and_lose_nothing() {
+    let server = ServerProcess::start(&[]);
+    let pid = server.child.id().to_string();
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "idle",
+            "--url",
+            &server.url(),
+            "--key",
+            KEY,
+            "--connections",
+            "200",
+            "--server-pid",
+            &pid,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let idle: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(idle["connections"], 200);
+    assert!(
+        idle["server_rss_after_kb"].as_u64().unwrap()
+            >= idle["server_rss_before_kb"].as_u64().unwrap()
+    );
+
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "broadcast",
+            "--url",
+            &server.url(),
+            "--app-id",
+            ID,
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--subscribers",
+            "50",
+            "--rate",
+            "20",
+            "--seconds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["events"], 20);
+    assert_eq!(b["deliveries"], 20 * 50);
+    assert_eq!(b["lost"], 0);
+    assert_eq!(b["latency_ms"]["n"], 1000);
+}
