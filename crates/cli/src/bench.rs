@@ -28,10 +28,44 @@ use whosin_protocol::sign;
 pub enum Bench {
     /// Join N members into one presence channel; measure member_added / member_removed latency.
     Presence(PresenceArgs),
+    /// C presence channels of M members each, all at once (hosted Pusher's shape).
+    Rooms(RoomsArgs),
     /// Hold N idle connections; measure the server's memory per connection.
     Idle(IdleArgs),
     /// S subscribers on one channel, REST triggers at a rate; measure delivery latency.
     Broadcast(BroadcastArgs),
+}
+
+/// Options of the rooms scenario.
+#[derive(Debug, Args)]
+pub struct RoomsArgs {
+    /// Server URL (ws://HOST:PORT), loopback only.
+    #[arg(long, default_value = "ws://127.0.0.1:6001")]
+    url: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// App secret (members sign locally).
+    #[arg(long)]
+    secret: String,
+    /// Channels.
+    #[arg(long, default_value_t = 50)]
+    channels: usize,
+    /// Members per channel.
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Members joined at once in each channel.
+    #[arg(long, default_value_t = 25)]
+    batch: usize,
+    /// Give up after this many seconds in all.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Server process id: CPU and peak memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only the JSON line on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of the idle scenario.
@@ -127,6 +161,7 @@ pub struct PresenceArgs {
 pub async fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Presence(a) => presence(a).await,
+        Bench::Rooms(a) => rooms(a).await,
         Bench::Idle(a) => idle(a).await,
         Bench::Broadcast(a) => broadcast(a).await,
     }
@@ -160,6 +195,69 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+async fn rooms(a: RoomsArgs) -> Result<()> {
+    let url = loopback_url(&a.url, &a.key)?;
+    if a.channels == 0 || a.members == 0 || a.batch == 0 {
+        bail!("--channels, --members and --batch must be at least 1");
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let before = a.server_pid.and_then(proc_usage);
+    let frames = Arc::new(AtomicU64::new(0));
+    let urls = [url];
+    let started = Instant::now();
+    let runs = (0..a.channels).map(|c| {
+        let channel = format!("presence-room-{c}");
+        let (urls, frames, key, secret) = (&urls, &frames, &a.key, &a.secret);
+        async move {
+            room(
+                urls, key, secret, &channel, a.members, a.batch, deadline, frames, true,
+            )
+            .await
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let secs = started.elapsed().as_secs_f64();
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut lost, mut dup) = (0, 0);
+    for r in results {
+        let r = r?;
+        added.extend(r.added_lat);
+        removed.extend(r.removed_lat);
+        lost += r.lost_added + r.lost_removed;
+        dup += r.dup_added + r.dup_removed;
+    }
+    let after = a.server_pid.and_then(proc_usage);
+    let server = match (before, after) {
+        (Some((c0, _)), Some((c1, hwm))) => {
+            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
+        }
+        _ => json!(null),
+    };
+    let report = json!({
+        "scenario": "rooms",
+        "channels": a.channels,
+        "members_per_channel": a.members,
+        "member_added_ms": summary(added),
+        "member_removed_ms": summary(removed),
+        "lost": lost,
+        "duplicate": dup,
+        "seconds": round(secs),
+        "frames_received_by_members": frames.load(Ordering::Relaxed),
+        "server": server,
+    });
+    if !a.json {
+        eprintln!(
+            "rooms: {} channels × {} members: member_added {}, member_removed {}, lost {lost}, duplicate {dup}",
+            a.channels, a.members, report["member_added_ms"], report["member_removed_ms"]
+        );
+    }
+    println!("{report}");
+    if lost + dup > 0 {
+        bail!("events were lost or duplicated (see the JSON line)");
+    }
+    Ok(())
 }
 
 async fn idle(a: IdleArgs) -> Result<()> {
@@ -469,31 +567,34 @@ fn progress(quiet: bool, what: &str, done: usize, total: usize) {
     }
 }
 
-async fn presence(a: PresenceArgs) -> Result<()> {
-    let mut urls = Vec::new();
-    for u in &a.urls {
-        let endpoint = whosin_client::Endpoint::parse(u, &a.key).map_err(anyhow::Error::msg)?;
-        let loopback = endpoint.host == "localhost"
-            || endpoint
-                .host
-                .parse::<std::net::IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(false);
-        if !loopback && !a.allow_remote {
-            bail!(
-                "{} is not a loopback address; load tests target this machine only (--allow-remote to override)",
-                endpoint.host
-            );
-        }
-        urls.push(endpoint.url());
-    }
-    if !a.channel.starts_with("presence-") || a.members == 0 || a.batch == 0 {
-        bail!("give a presence- channel, --members ≥ 1 and --batch ≥ 1");
-    }
+/// What one presence channel's run measured.
+struct RoomResult {
+    added_lat: Vec<f64>,
+    removed_lat: Vec<f64>,
+    lost_added: usize,
+    lost_removed: usize,
+    dup_added: usize,
+    dup_removed: usize,
+    join_secs: f64,
+    leave_secs: f64,
+}
+
+/// Joins `members` into `channel` in batches while an observer measures,
+/// then closes them; members go round-robin over `urls`.
+#[allow(clippy::too_many_arguments)]
+async fn room(
+    urls: &[String],
+    key: &str,
+    secret: &str,
+    channel: &str,
+    members: usize,
+    batch: usize,
+    deadline: Instant,
+    frames: &Arc<AtomicU64>,
+    quiet: bool,
+) -> Result<RoomResult> {
     let url = urls[0].clone();
-    let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    let before = a.server_pid.and_then(proc_usage);
-    let frames = Arc::new(AtomicU64::new(0));
+    let frames = frames.clone();
 
     // The observer: records when each member_added / member_removed arrives.
     let (obs_ws, _) = tokio_tungstenite::connect_async(url.as_str())
@@ -515,7 +616,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
     };
     obs_sink
         .send(Message::Text(
-            subscribe_frame(&a.key, &a.secret, &obs_socket, &a.channel, "observer").into(),
+            subscribe_frame(key, secret, &obs_socket, channel, "observer").into(),
         ))
         .await?;
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(bool, String, Instant)>();
@@ -547,40 +648,40 @@ async fn presence(a: PresenceArgs) -> Result<()> {
 
     // Join in batches; each batch waits for its member_added (or the deadline).
     let join_started = Instant::now();
-    let mut members: Vec<(String, Member)> = Vec::with_capacity(a.members);
-    for start in (0..a.members).step_by(a.batch) {
-        let end = (start + a.batch).min(a.members);
+    let mut joined: Vec<(String, Member)> = Vec::with_capacity(members);
+    for start in (0..members).step_by(batch) {
+        let end = (start + batch).min(members);
         let batch = (start..end).map(|i| connect(&urls[i % urls.len()], frames.clone()));
         let conns = futures_util::future::join_all(batch).await;
         for (i, c) in (start..end).zip(conns) {
             let mut m = c?;
             let user = format!("m{i}");
-            let frame = subscribe_frame(&a.key, &a.secret, &m.socket_id, &a.channel, &user);
+            let frame = subscribe_frame(key, secret, &m.socket_id, channel, &user);
             sent_join.insert(user.clone(), Instant::now());
             m.sink.send(Message::Text(frame.into())).await?;
-            members.push((user, m));
+            joined.push((user, m));
         }
         seen.collect(&mut seen_rx, deadline, |s| s.added.len() >= end)
             .await;
-        progress(a.json, "joining", end, a.members);
+        progress(quiet, "joining", end, members);
     }
     let join_secs = join_started.elapsed().as_secs_f64();
 
     // Leave in batches, closing each connection.
     let leave_started = Instant::now();
     let mut sent_leave: HashMap<String, Instant> = HashMap::new();
-    let total = members.len();
+    let total = joined.len();
     let mut done = 0;
-    while !members.is_empty() {
-        let take = a.batch.min(members.len());
-        for (user, mut m) in members.drain(..take) {
+    while !joined.is_empty() {
+        let take = batch.min(joined.len());
+        for (user, mut m) in joined.drain(..take) {
             sent_leave.insert(user, Instant::now());
             let _ = m.sink.close().await;
         }
         done += take;
         seen.collect(&mut seen_rx, deadline, |s| s.removed.len() >= done)
             .await;
-        progress(a.json, "leaving", done, total);
+        progress(quiet, "leaving", done, total);
     }
     let leave_secs = leave_started.elapsed().as_secs_f64();
     // A short quiet period catches late duplicates, bounded.
@@ -611,6 +712,56 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         .count();
     let dup_added: usize = added.values().map(|v| v.len() - 1).sum();
     let dup_removed: usize = removed.values().map(|v| v.len() - 1).sum();
+    Ok(RoomResult {
+        added_lat,
+        removed_lat,
+        lost_added,
+        lost_removed,
+        dup_added,
+        dup_removed,
+        join_secs,
+        leave_secs,
+    })
+}
+
+async fn presence(a: PresenceArgs) -> Result<()> {
+    let mut urls = Vec::new();
+    for u in &a.urls {
+        let endpoint = whosin_client::Endpoint::parse(u, &a.key).map_err(anyhow::Error::msg)?;
+        let loopback = endpoint.host == "localhost"
+            || endpoint
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false);
+        if !loopback && !a.allow_remote {
+            bail!(
+                "{} is not a loopback address; load tests target this machine only (--allow-remote to override)",
+                endpoint.host
+            );
+        }
+        urls.push(endpoint.url());
+    }
+    if !a.channel.starts_with("presence-") || a.members == 0 || a.batch == 0 {
+        bail!("give a presence- channel, --members ≥ 1 and --batch ≥ 1");
+    }
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let before = a.server_pid.and_then(proc_usage);
+    let frames = Arc::new(AtomicU64::new(0));
+    let r = room(
+        &urls, &a.key, &a.secret, &a.channel, a.members, a.batch, deadline, &frames, a.json,
+    )
+    .await?;
+    let RoomResult {
+        added_lat,
+        removed_lat,
+        lost_added,
+        lost_removed,
+        dup_added,
+        dup_removed,
+        join_secs,
+        leave_secs,
+    } = r;
     let after = a.server_pid.and_then(proc_usage);
     let server = match (before, after) {
         (Some((c0, _)), Some((c1, hwm))) => {

@@ -141,3 +141,42 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
     assert_eq!(b["lost"], 0);
     assert_eq!(b["latency_ms"]["n"], 1000);
 }
+
+#[test]
+fn rooms_bench_runs_several_channels_at_once() {
+    let server = ServerProcess::start(&[]);
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "rooms",
+            "--url",
+            &server.url(),
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--channels",
+            "5",
+            "--members",
+            "12",
+            "--batch",
+            "4",
+            "--timeout",
+            "60",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["member_added_ms"]["n"], 60);
+    assert_eq!(r["member_removed_ms"]["n"], 60);
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicate"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
