@@ -502,6 +502,15 @@ impl Cluster {
     ) {
         let (join, leave) = (&self.scripts.join, &self.scripts.leave);
         while let Some(op) = rx.recv().await {
+            // While Redis is known to be away, do not wait on it for every
+            // operation (each would take the connection timeout, one after
+            // the other): serve locally at once. The heartbeat keeps
+            // probing; when Redis answers, the resync rewrites what was
+            // skipped and announces the differences.
+            if !self.healthy.load(Ordering::Acquire) {
+                self.serve_locally(op);
+                continue;
+            }
             match op {
                 Op::Join {
                     app,
@@ -596,6 +605,28 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// What an operation becomes while Redis is away: joins answer "serve
+    /// from the local roster", departures and events reach local
+    /// subscribers, occupancy waits for the resync.
+    fn serve_locally(&self, op: Op) {
+        match op {
+            Op::Join { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            Op::Leave { app, channel, user } => {
+                if let Some(a) = self.app(&app) {
+                    a.deliver(
+                        &channel,
+                        &Frame::from(server::member_removed(&channel, &user)),
+                        None,
+                    );
+                }
+            }
+            Op::Publish { app, message } => self.on_bus(&app, &message),
+            Op::Occupancy { .. } => {}
         }
     }
 
