@@ -112,6 +112,13 @@ pub struct BroadcastArgs {
     /// Seconds of triggering.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Padding added to each event's data, in bytes.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Extra subscribers that subscribe and then never read: the server
+    /// must drop them, not buffer for them without bound.
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
     /// Server process id: CPU and peak memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -344,6 +351,21 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
             .await
             .context("subscribers did not all subscribe")?;
     }
+    // Stalled subscribers: subscribed, then never read again (held open).
+    let mut stalled = Vec::with_capacity(a.stalled);
+    for _ in 0..a.stalled {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.clone())
+            .await
+            .context("connecting a stalled subscriber")?;
+        ws.send(Message::Text(
+            json!({"event":"pusher:subscribe","data":{"channel":channel}})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        stalled.push(ws);
+    }
+    let padding = "x".repeat(a.payload_bytes);
     // Trigger at the rate, each event carrying its number and send time.
     let http = reqwest::Client::new();
     let base = format!("http://{}:{}", endpoint.host, endpoint.port);
@@ -352,7 +374,7 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     let mut tick = tokio::time::interval(period);
     for n in 0..total {
         tick.tick().await;
-        let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": started_ms()}).to_string()}).to_string();
+        let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": started_ms(), "pad": padding}).to_string()}).to_string();
         let path = format!("/apps/{}/events", a.app_id);
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -388,6 +410,21 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         }
     }
     let delivered = lat.len() as u64;
+    drop(stalled);
+    // whosin counts the readers it dropped for not keeping up; other servers
+    // may not say.
+    let metrics = async {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    };
+    let slow_disconnects = metrics.await.ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("whosin_slow_client_disconnects_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
     let after = a.server_pid.and_then(proc_usage);
     let server = match (before, after) {
         (Some((c0, _)), Some((c1, hwm))) => {
@@ -404,6 +441,9 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         "lost": expected - delivered,
         "deliveries_per_second": round(delivered as f64 / a.seconds as f64),
         "latency_ms": summary(lat),
+        "stalled_subscribers": a.stalled,
+        "payload_bytes": a.payload_bytes,
+        "slow_client_disconnects": slow_disconnects,
         "server": server,
     });
     if !a.json {

@@ -140,6 +140,11 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
     assert_eq!(b["deliveries"], 20 * 50);
     assert_eq!(b["lost"], 0);
     assert_eq!(b["latency_ms"]["n"], 1000);
+    assert_eq!(b["stalled_subscribers"], 1);
+    assert!(
+        b["slow_client_disconnects"].is_u64(),
+        "whosin reports its slow-client count: {b}"
+    );
 }
 
 #[test]
