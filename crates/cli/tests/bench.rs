@@ -126,6 +126,10 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
             "20",
             "--seconds",
             "1",
+            "--payload-bytes",
+            "100",
+            "--stalled",
+            "1",
             "--json",
         ])
         .output()
