@@ -175,7 +175,7 @@ pub async fn run(b: Bench) -> Result<()> {
 }
 
 /// A loopback-only WebSocket URL for an app.
-fn loopback_url(url: &str, key: &str) -> Result<String> {
+fn loopback_url(url: &str, key: &str, allow_remote: bool) -> Result<String> {
     let endpoint = whosin_client::Endpoint::parse(url, key).map_err(anyhow::Error::msg)?;
     let loopback = endpoint.host == "localhost"
         || endpoint
@@ -183,9 +183,9 @@ fn loopback_url(url: &str, key: &str) -> Result<String> {
             .parse::<std::net::IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false);
-    if !loopback {
+    if !loopback && !allow_remote {
         bail!(
-            "{} is not a loopback address; load tests target this machine only",
+            "{} is not a loopback address; load tests target this machine only (--allow-remote to override)",
             endpoint.host
         );
     }
@@ -205,7 +205,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 }
 
 async fn rooms(a: RoomsArgs) -> Result<()> {
-    let url = loopback_url(&a.url, &a.key)?;
+    let url = loopback_url(&a.url, &a.key, false)?;
     if a.channels == 0 || a.members == 0 || a.batch == 0 {
         bail!("--channels, --members and --batch must be at least 1");
     }
@@ -235,13 +235,7 @@ async fn rooms(a: RoomsArgs) -> Result<()> {
         lost += r.lost_added + r.lost_removed;
         dup += r.dup_added + r.dup_removed;
     }
-    let after = a.server_pid.and_then(proc_usage);
-    let server = match (before, after) {
-        (Some((c0, _)), Some((c1, hwm))) => {
-            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
-        }
-        _ => json!(null),
-    };
+    let server = server_usage(before, a.server_pid);
     let report = json!({
         "scenario": "rooms",
         "channels": a.channels,
@@ -268,7 +262,7 @@ async fn rooms(a: RoomsArgs) -> Result<()> {
 }
 
 async fn idle(a: IdleArgs) -> Result<()> {
-    let url = loopback_url(&a.url, &a.key)?;
+    let url = loopback_url(&a.url, &a.key, false)?;
     let before = rss_kb(a.server_pid)
         .context("cannot read the server's memory from /proc (--server-pid)")?;
     let frames = Arc::new(AtomicU64::new(0));
@@ -304,7 +298,7 @@ async fn idle(a: IdleArgs) -> Result<()> {
 }
 
 async fn broadcast(a: BroadcastArgs) -> Result<()> {
-    let url = loopback_url(&a.url, &a.key)?;
+    let url = loopback_url(&a.url, &a.key, false)?;
     let endpoint = whosin_client::Endpoint::parse(&a.url, &a.key).map_err(anyhow::Error::msg)?;
     let before = a.server_pid.and_then(proc_usage);
     let channel = "bench-broadcast";
@@ -425,13 +419,7 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
             .find_map(|l| l.strip_prefix("whosin_slow_client_disconnects_total "))
             .and_then(|v| v.trim().parse::<u64>().ok())
     });
-    let after = a.server_pid.and_then(proc_usage);
-    let server = match (before, after) {
-        (Some((c0, _)), Some((c1, hwm))) => {
-            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
-        }
-        _ => json!(null),
-    };
+    let server = server_usage(before, a.server_pid);
     let report = json!({
         "scenario": "broadcast",
         "subscribers": a.subscribers,
@@ -484,6 +472,16 @@ fn summary(mut v: Vec<f64>) -> serde_json::Value {
 
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// The server's CPU time since `before` and its peak RSS, or null without a pid.
+fn server_usage(before: Option<(f64, u64)>, pid: Option<u32>) -> serde_json::Value {
+    match (before, pid.and_then(proc_usage)) {
+        (Some((c0, _)), Some((c1, hwm))) => {
+            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
+        }
+        _ => json!(null),
+    }
 }
 
 /// CPU seconds (user+system) and peak RSS (kB) of a process, from /proc.
@@ -765,23 +763,11 @@ async fn room(
 }
 
 async fn presence(a: PresenceArgs) -> Result<()> {
-    let mut urls = Vec::new();
-    for u in &a.urls {
-        let endpoint = whosin_client::Endpoint::parse(u, &a.key).map_err(anyhow::Error::msg)?;
-        let loopback = endpoint.host == "localhost"
-            || endpoint
-                .host
-                .parse::<std::net::IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(false);
-        if !loopback && !a.allow_remote {
-            bail!(
-                "{} is not a loopback address; load tests target this machine only (--allow-remote to override)",
-                endpoint.host
-            );
-        }
-        urls.push(endpoint.url());
-    }
+    let urls = a
+        .urls
+        .iter()
+        .map(|u| loopback_url(u, &a.key, a.allow_remote))
+        .collect::<Result<Vec<_>>>()?;
     if !a.channel.starts_with("presence-") || a.members == 0 || a.batch == 0 {
         bail!("give a presence- channel, --members ≥ 1 and --batch ≥ 1");
     }
@@ -802,13 +788,7 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         join_secs,
         leave_secs,
     } = r;
-    let after = a.server_pid.and_then(proc_usage);
-    let server = match (before, after) {
-        (Some((c0, _)), Some((c1, hwm))) => {
-            json!({"cpu_seconds": round(c1 - c0), "peak_rss_kb": hwm})
-        }
-        _ => json!(null),
-    };
+    let server = server_usage(before, a.server_pid);
     let report = json!({
         "scenario": "presence",
         "urls": a.urls,

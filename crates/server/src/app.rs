@@ -49,8 +49,14 @@ struct Channel {
 impl Channel {
     /// Queues `frame` to every subscriber but `except`.
     fn broadcast(&mut self, frame: &Frame, except: Option<u64>) {
+        self.broadcast_except(frame, |id, _| Some(id) == except);
+    }
+
+    /// Queues `frame` to every subscriber for which `skip` is false, in one
+    /// pass (the exclusion is checked as the sends go, never by a scan first).
+    fn broadcast_except(&mut self, frame: &Frame, skip: impl Fn(u64, &Outbox) -> bool) {
         for (id, sub) in self.subscribers.iter_mut() {
-            if Some(*id) == except {
+            if skip(*id, &sub.outbox) {
                 continue;
             }
             match &mut sub.pending {
@@ -178,14 +184,7 @@ impl App {
         let Some(channel) = state.channels.get_mut(channel_name) else {
             return;
         };
-        let except = except_socket.and_then(|s| {
-            channel
-                .subscribers
-                .iter()
-                .find(|(_, sub)| &*sub.outbox.socket_id == s)
-                .map(|(id, _)| *id)
-        });
-        channel.broadcast(frame, except);
+        channel.broadcast_except(frame, |_, o| Some(&*o.socket_id) == except_socket);
     }
 
     /// Sends a fresh `subscription_succeeded` with `presence_json` to every

@@ -730,14 +730,20 @@ impl Cluster {
 
     /// Sends every local presence subscriber the cluster roster as it is now.
     async fn resend_rosters(&self) {
+        let mut con = self.reader.clone();
         for app in self.apps.get().into_iter().flatten() {
-            for ch in app.local_presence().keys() {
-                if let Some(members) = self.roster(&app.config.id, ch).await {
-                    let json = whosin_protocol::roster::presence_json(
-                        members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
-                    );
-                    app.resend_roster(ch, &json);
-                }
+            self.resend_rosters_of(&mut con, app).await;
+        }
+    }
+
+    /// The same for one app, over a given connection.
+    async fn resend_rosters_of(&self, con: &mut ConnectionManager, app: &App) {
+        for ch in app.local_presence().keys() {
+            if let Some(members) = self.roster_with(con, &app.config.id, ch).await {
+                let json = whosin_protocol::roster::presence_json(
+                    members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
+                );
+                app.resend_roster(ch, &json);
             }
         }
     }
@@ -891,14 +897,7 @@ impl Cluster {
             // it was away: give this node's presence subscribers the
             // cluster roster as it is now. Clients reconcile it (ours report
             // only the differences; pusher-js replaces its member list).
-            for ch in app.local_presence().keys() {
-                if let Some(members) = self.roster_with(con, &app.config.id, ch).await {
-                    let json = whosin_protocol::roster::presence_json(
-                        members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
-                    );
-                    app.resend_roster(ch, &json);
-                }
-            }
+            self.resend_rosters_of(con, app).await;
             let occ = format!("{p}occ:{}", self.config.node_id);
             let _: redis::RedisResult<i64> = con.del(&occ).await;
             for (ch, n) in app.local_occupancy() {
