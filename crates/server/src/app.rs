@@ -170,7 +170,7 @@ impl App {
         except: Option<(u64, &str)>,
     ) {
         match self.cluster() {
-            Some(c) => c.publish(&self.config.id, name, frame.as_str(), except.map(|e| e.1)),
+            Some(c) => c.publish(&self.config.id, name, &frame, except.map(|e| e.1)),
             None => channel.broadcast(&frame, except.map(|e| e.0)),
         }
     }
@@ -608,7 +608,7 @@ impl App {
         for name in channels {
             let frame = Frame::from(server::event(event, name, Data::Str(data), None));
             if let Some(c) = self.cluster() {
-                c.publish(&self.config.id, name, frame.as_str(), except_socket);
+                c.publish(&self.config.id, name, &frame, except_socket);
                 continue;
             }
             self.deliver(name, &frame, except_socket);
@@ -793,13 +793,13 @@ fn info_of(c: &Channel) -> ChannelInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Mailbox;
     use whosin_protocol::frame::ServerFrame;
     use whosin_protocol::sign::channel_auth;
 
-    async fn join(app: &App, id: u64, user: &str) -> (Outbox, tokio::sync::mpsc::Receiver<Frame>) {
+    async fn join(app: &App, id: u64, user: &str) -> (Outbox, Arc<Mailbox>) {
         let socket_id: Arc<str> = Arc::from(format!("1.{id}"));
-        let (outbox, rx, _kill) =
-            Outbox::new(id, socket_id.clone(), 16, Arc::new(Metrics::default()));
+        let (outbox, rx) = Outbox::new(id, socket_id.clone(), 16, Arc::new(Metrics::default()));
         let data = format!(r#"{{"user_id":"{user}"}}"#);
         let sub = SubscribeData {
             channel: "presence-x".into(),
@@ -816,9 +816,12 @@ mod tests {
         (outbox, rx)
     }
 
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Frame>) -> Vec<ServerFrame> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|f| ServerFrame::parse(f.as_str()).unwrap())
+    fn drain(rx: &mut Arc<Mailbox>) -> Vec<ServerFrame> {
+        let mut frames = Vec::new();
+        rx.drain_into(&mut frames, usize::MAX);
+        frames
+            .iter()
+            .map(|f| ServerFrame::parse(f).unwrap())
             .collect()
     }
 

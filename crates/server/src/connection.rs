@@ -1,30 +1,34 @@
 //! One WebSocket connection: its task, from `connection_established` to the
 //! last `member_removed` it causes.
 //!
-//! A single task per connection selects over four things: frames from the
-//! client, frames queued for it (its [`Outbox`]), a close request (slow
+//! A single task per connection waits on four things: input from the
+//! client, frames queued for it (its [`Mailbox`]), a close request (slow
 //! client, terminate, rate limit) and server shutdown, plus one deadline for
-//! the activity/pong timer. Cleanup lives in [`Session`]'s `Drop`, so a
-//! connection leaves its channels however the task ends.
+//! the activity/pong timer. Input and output take turns in bounded slices,
+//! so a client that floods cannot starve its own deliveries and a burst of
+//! deliveries cannot stop it from being read. Cleanup lives in [`Session`]'s
+//! `Drop`, so a connection leaves its channels however the task ends.
 
 use crate::app::App;
 use crate::metrics::Metrics;
-use crate::outbox::{Frame, Kill, Outbox};
+use crate::outbox::{Frame, Mailbox, Outbox};
 use crate::server::Shared;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::SinkExt;
+use crate::ws::{Message, ReadError, Socket};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use whosin_protocol::frame::server;
 use whosin_protocol::sign::verify_signin_auth;
 use whosin_protocol::{ClientFrame, CloseCode};
 
-/// Frames written before one flush: batching syscalls when a burst is queued.
+/// Frames written with one vectored write.
 const WRITE_BATCH: usize = 64;
-/// How long a close frame may take to go out before the socket is dropped.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Messages handled before the task looks at its outbound queue again.
+const READ_BUDGET: usize = 32;
+/// How long a refusal may take to go out.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection's membership in the app, undone on drop.
 struct Session {
@@ -65,42 +69,37 @@ impl RateWindow {
     }
 }
 
-/// Sends a close frame with a Pusher code, best effort and bounded in time.
-pub(crate) async fn close_with(ws: &mut WebSocket, code: u16) {
-    let reason = close_reason(code);
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = timeout(CLOSE_WRITE_TIMEOUT, ws.send(frame)).await;
-}
-
 fn close_reason(code: u16) -> &'static str {
     CloseCode::from_code(code).map_or("", CloseCode::reason)
 }
 
 /// Refuses a connection: `pusher:error` with the code, then a close frame.
-pub(crate) async fn refuse(mut ws: WebSocket, code: CloseCode) {
-    let _ = timeout(
-        CLOSE_WRITE_TIMEOUT,
-        ws.send(Message::Text(
-            server::error(Some(code.code()), code.reason()).into(),
-        )),
-    )
-    .await;
-    close_with(&mut ws, code.code()).await;
+pub(crate) async fn refuse(mut sock: Socket, code: CloseCode) {
+    let error = Frame::from(server::error(Some(code.code()), code.reason()));
+    let _ = timeout(REFUSE_WRITE_TIMEOUT, sock.write_texts(&[error])).await;
+    sock.close(code.code(), code.reason()).await;
+}
+
+/// How a connection ends.
+enum End {
+    /// We close it with this code.
+    Close(u16),
+    /// The client closed it (with this code); we answer in kind.
+    ClientClosed(Option<u16>),
+    /// The socket is gone.
+    Lost,
 }
 
 /// Runs one accepted connection to its end.
-pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
+pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     if !app.try_open_connection() {
         tracing::warn!(app = %app.config.id, "connection refused: over quota");
-        refuse(ws, CloseCode::OverConnectionQuota).await;
+        refuse(sock, CloseCode::OverConnectionQuota).await;
         return;
     }
     let id = shared.next_connection_id();
     let socket_id: Arc<str> = Arc::from(format!("{}.{}", shared.node_number, id));
-    let (outbox, mut rx, kill) = Outbox::new(
+    let (outbox, mailbox) = Outbox::new(
         id,
         socket_id.clone(),
         shared.config.outbound_queue,
@@ -114,8 +113,13 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
     };
     Metrics::inc(&shared.metrics.connections_total);
     let activity = shared.config.activity_timeout;
-    let hello = server::connection_established(&socket_id, activity.as_secs());
-    if ws.send(Message::Text(hello.into())).await.is_err() {
+    let hello = Frame::from(server::connection_established(
+        &socket_id,
+        activity.as_secs(),
+    ));
+    if sock.write_texts(&[hello]).await.is_err() {
+        drop(session);
+        sock.finish().await;
         return;
     }
     tracing::debug!(socket_id = %socket_id, "connected");
@@ -127,39 +131,71 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
     };
     let mut deadline = Instant::now() + activity;
     let mut awaiting_pong = false;
+    // The handshake may have left a frame behind: look before waiting.
+    let mut more_input = true;
 
-    let code: Option<u16> = loop {
+    let end = 'conn: loop {
+        if let Some(code) = mailbox.close_requested() {
+            break End::Close(code);
+        }
+        let more_output = mailbox.has_frames();
         tokio::select! {
             biased;
-            code = kill.requested() => break Some(code),
-            _ = shutdown.changed() => break Some(CloseCode::Reconnect.code()),
-            Some(frame) = rx.recv() => {
-                match write_batch(&mut ws, frame, &mut rx, &kill, &mut shutdown).await {
-                    Written::All => {}
-                    Written::Failed => break None,
-                    // A close was asked for while the client was not reading:
-                    // try to say why (bounded), then drop it.
-                    Written::Interrupted(code) => break Some(code),
+            _ = shutdown.changed() => break End::Close(CloseCode::Reconnect.code()),
+            r = sock.readable(), if !more_input => match r {
+                Ok(()) => more_input = true,
+                Err(_) => break End::Lost,
+            },
+            _ = mailbox.changed(), if !more_input && !more_output => {}
+            _ = sleep_until(deadline), if !more_input => {
+                if awaiting_pong {
+                    tracing::debug!(socket_id = %socket_id, "no pong: closing");
+                    break End::Close(CloseCode::PongNotReceived.code());
                 }
+                awaiting_pong = true;
+                deadline = Instant::now() + shared.config.pong_timeout;
+                session.outbox.send(Frame::from(server::ping()));
             }
-            incoming = ws.recv() => {
-                let msg = match incoming {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
-                        tracing::debug!(socket_id = %socket_id, error = %e, "read error");
-                        // Tell the client why, as RFC 6455 asks, when the
-                        // socket can still take a close frame.
-                        break Some(read_error_code(&e.to_string()));
+            _ = std::future::ready(()), if more_input || more_output => {}
+        }
+
+        if mailbox.has_frames() {
+            let mut batch = Vec::new();
+            mailbox.drain_into(&mut batch, WRITE_BATCH);
+            match interruptible(sock.write_texts(&batch), &mailbox, &mut shutdown).await {
+                Written::All => {}
+                Written::Failed => break 'conn End::Lost,
+                // A close was asked for while the client was not reading:
+                // try to say why (bounded), then drop it.
+                Written::Interrupted(code) => break 'conn End::Close(code),
+            }
+        }
+
+        if more_input {
+            more_input = false;
+            for handled in 1..=READ_BUDGET {
+                let msg = match sock.try_next() {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(ReadError::Ws(e)) => {
+                        tracing::debug!(socket_id = %socket_id, error = %e, "bad frame");
+                        Metrics::inc(&shared.metrics.malformed_frames);
+                        break 'conn End::Close(e.close_code());
                     }
-                    None => break None,
+                    Err(ReadError::Io(e)) => {
+                        tracing::debug!(socket_id = %socket_id, error = %e, "read error");
+                        break 'conn End::Lost;
+                    }
                 };
                 deadline = Instant::now() + activity;
                 awaiting_pong = false;
                 match msg {
                     Message::Text(text) => {
                         Metrics::inc(&shared.metrics.messages_in);
-                        if let Some(code) = handle_text(&mut session, &shared, &mut rate, text.as_str()).await {
-                            break Some(code.code());
+                        if let Some(code) =
+                            handle_text(&mut session, &shared, &mut rate, &text).await
+                        {
+                            break 'conn End::Close(code.code());
                         }
                     }
                     Message::Binary(_) => {
@@ -169,35 +205,40 @@ pub(crate) async fn run(mut ws: WebSocket, shared: Arc<Shared>, app: Arc<App>) {
                             "binary frames are not part of the Pusher protocol; send JSON text frames",
                         )));
                     }
-                    Message::Close(_) => break None,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Ping(payload) => {
+                        match interruptible(sock.pong(&payload), &mailbox, &mut shutdown).await {
+                            Written::All => {}
+                            Written::Failed => break 'conn End::Lost,
+                            Written::Interrupted(code) => break 'conn End::Close(code),
+                        }
+                    }
+                    Message::Pong => {}
+                    Message::Close(code) => break 'conn End::ClientClosed(code),
                 }
-            }
-            _ = sleep_until(deadline) => {
-                if awaiting_pong {
-                    tracing::debug!(socket_id = %socket_id, "no pong: closing");
-                    break Some(CloseCode::PongNotReceived.code());
+                if handled == READ_BUDGET {
+                    more_input = true;
                 }
-                awaiting_pong = true;
-                deadline = Instant::now() + shared.config.pong_timeout;
-                session.outbox.send(Frame::from(server::ping()));
             }
         }
     };
     // Leave channels before the close frame goes out, so peers learn at once.
     drop(session);
-    if let Some(code) = code {
-        if code == CloseCode::OverCapacity.code() {
-            tracing::info!(socket_id = %socket_id, "closing a client that could not keep up");
+    match end {
+        End::Close(code) => {
+            if code == CloseCode::OverCapacity.code() {
+                tracing::info!(socket_id = %socket_id, "closing a client that could not keep up");
+            }
+            sock.close(code, close_reason(code)).await;
         }
-        close_with(&mut ws, code).await;
+        End::ClientClosed(code) => sock.close(code.unwrap_or(1000), "").await,
+        End::Lost => sock.finish().await,
     }
     tracing::debug!(socket_id = %socket_id, "disconnected");
 }
 
-/// How a batch write ended.
+/// How a write ended.
 enum Written {
-    /// Everything was written and flushed.
+    /// Everything was written.
     All,
     /// The socket failed.
     Failed,
@@ -206,41 +247,23 @@ enum Written {
     Interrupted(u16),
 }
 
-/// The WebSocket close code for a read error: 1009 for a message over the
-/// size limit, 1007 for invalid UTF-8, 1002 for other protocol violations.
-/// axum hides tungstenite's error type, so its message is what there is.
-fn read_error_code(message: &str) -> u16 {
-    let m = message.to_ascii_lowercase();
-    if m.contains("too long") || m.contains("space limit") {
-        1009
-    } else if m.contains("utf-8") || m.contains("utf8") {
-        1007
-    } else {
-        1002
-    }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes.
-async fn write_batch(
-    ws: &mut WebSocket,
-    first: Frame,
-    rx: &mut mpsc::Receiver<Frame>,
-    kill: &Kill,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+/// Runs a write unless a close or shutdown comes first.
+async fn interruptible(
+    write: impl Future<Output = std::io::Result<()>>,
+    mailbox: &Mailbox,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Written {
-    let write = async {
-        ws.feed(Message::Text(first)).await?;
-        for _ in 1..WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(f) => ws.feed(Message::Text(f)).await?,
-                Err(_) => break,
+    let close = async {
+        loop {
+            if let Some(code) = mailbox.close_requested() {
+                return code;
             }
+            mailbox.changed().await;
         }
-        ws.flush().await
     };
     tokio::select! {
         r = write => if r.is_ok() { Written::All } else { Written::Failed },
-        code = kill.requested() => Written::Interrupted(code),
+        code = close => Written::Interrupted(code),
         _ = shutdown.changed() => Written::Interrupted(CloseCode::Reconnect.code()),
     }
 }

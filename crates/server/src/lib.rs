@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod rest;
 pub mod server;
 pub mod web;
+pub mod ws;
 
 pub use config::{AppConfig, ServerConfig};
 pub use server::{start, Running, StartError};

@@ -4,30 +4,57 @@
 //! bounded, and a connection whose queue is full is told to close (4100) and
 //! counted as a slow client. That is what keeps one stalled reader from
 //! growing memory or slowing a broadcast to everyone else.
+//!
+//! The queue is a plain `VecDeque` behind a mutex that is only ever held
+//! for a push or a drain, with one `Notify` for both "frames are waiting"
+//! and "close now". An idle connection's mailbox holds no allocation beyond
+//! itself: the queue is allocated by the first frame and given back after a
+//! burst.
 
 use crate::metrics::Metrics;
-use axum::extract::ws::Utf8Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 use whosin_protocol::CloseCode;
 
 /// An encoded frame. Cloning shares the bytes, so a broadcast encodes once.
-pub type Frame = Utf8Bytes;
+pub type Frame = Arc<str>;
 
-/// Asks a connection task to close with a code.
-#[derive(Debug, Default)]
-pub struct Kill {
-    code: AtomicU16,
+/// Queue capacity kept after a drain; a larger queue (left by a burst) is
+/// given back.
+const KEEP_QUEUE_CAPACITY: usize = 16;
+
+/// The shared state behind an [`Outbox`], read by its connection task.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Frame>>,
+    capacity: usize,
+    close_code: AtomicU16,
     notify: Notify,
+    metrics: Arc<Metrics>,
 }
 
-impl Kill {
+impl Mailbox {
+    /// Waits until frames are queued or a close is requested. A wake-up can
+    /// find nothing to do; callers check both after it.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The requested close code, once a close was asked for.
+    pub fn close_requested(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
     /// Requests a close with `code`; the first request wins and is the only
     /// one that returns `true`.
     pub fn close(&self, code: CloseCode) -> bool {
         let first = self
-            .code
+            .close_code
             .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if first {
@@ -36,15 +63,23 @@ impl Kill {
         first
     }
 
-    /// Waits until a close is requested and returns its code.
-    pub async fn requested(&self) -> u16 {
-        loop {
-            let c = self.code.load(Ordering::Acquire);
-            if c != 0 {
-                return c;
-            }
-            self.notify.notified().await;
+    /// Moves up to `max` queued frames into `into`, oldest first.
+    pub fn drain_into(&self, into: &mut Vec<Frame>, max: usize) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = q.len().min(max);
+        into.extend(q.drain(..n));
+        if q.is_empty() && q.capacity() > KEEP_QUEUE_CAPACITY {
+            *q = VecDeque::new();
         }
+    }
+
+    /// Whether frames are waiting.
+    pub fn has_frames(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 }
 
@@ -55,50 +90,116 @@ pub struct Outbox {
     pub id: u64,
     /// The socket id the client was given.
     pub socket_id: Arc<str>,
-    tx: mpsc::Sender<Frame>,
-    kill: Arc<Kill>,
-    metrics: Arc<Metrics>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl Outbox {
-    /// A new outbox and the receiving end for the connection task.
+    /// A new outbox and the mailbox its connection task reads.
     pub fn new(
         id: u64,
         socket_id: Arc<str>,
         capacity: usize,
         metrics: Arc<Metrics>,
-    ) -> (Outbox, mpsc::Receiver<Frame>, Arc<Kill>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let kill = Arc::new(Kill::default());
+    ) -> (Outbox, Arc<Mailbox>) {
+        let mailbox = Arc::new(Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            close_code: AtomicU16::new(0),
+            notify: Notify::new(),
+            metrics,
+        });
         (
             Outbox {
                 id,
                 socket_id,
-                tx,
-                kill: kill.clone(),
-                metrics,
+                mailbox: mailbox.clone(),
             },
-            rx,
-            kill,
+            mailbox,
         )
     }
 
     /// Queues a frame without waiting. A full queue marks the client as too
-    /// slow and asks its task to close it.
+    /// slow and asks its task to close it. Frames for a connection that is
+    /// closing are dropped.
     pub fn send(&self, frame: Frame) {
-        match self.tx.try_send(frame) {
-            Ok(()) => Metrics::inc(&self.metrics.messages_out),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kill.close(CloseCode::OverCapacity) {
-                    Metrics::inc(&self.metrics.slow_client_disconnects);
-                }
+        let m = &*self.mailbox;
+        if m.close_requested().is_some() {
+            return;
+        }
+        let queued = {
+            let mut q = m.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() < m.capacity {
+                q.push_back(frame);
+                true
+            } else {
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        };
+        if queued {
+            Metrics::inc(&m.metrics.messages_out);
+            m.notify.notify_one();
+        } else if m.close(CloseCode::OverCapacity) {
+            Metrics::inc(&m.metrics.slow_client_disconnects);
         }
     }
 
     /// Asks the connection to close with `code`.
     pub fn close(&self, code: CloseCode) {
-        self.kill.close(code);
+        self.mailbox.close(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_closes_once_and_drops_the_rest() {
+        let metrics = Arc::new(Metrics::default());
+        let (out, mb) = Outbox::new(1, Arc::from("1.1"), 2, metrics.clone());
+        for i in 0..5 {
+            out.send(Frame::from(i.to_string()));
+        }
+        assert_eq!(mb.close_requested(), Some(CloseCode::OverCapacity.code()));
+        assert_eq!(metrics.slow_client_disconnects.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.messages_out.load(Ordering::Relaxed), 2);
+        let mut got = Vec::new();
+        mb.drain_into(&mut got, 10);
+        assert_eq!(got, vec![Frame::from("0"), Frame::from("1")]);
+    }
+
+    #[test]
+    fn drains_in_order_in_batches_and_gives_back_a_burst() {
+        let (out, mb) = Outbox::new(1, Arc::from("1.1"), 1000, Arc::default());
+        for i in 0..100 {
+            out.send(Frame::from(i.to_string()));
+        }
+        let mut got = Vec::new();
+        mb.drain_into(&mut got, 64);
+        assert_eq!(got.len(), 64);
+        assert!(mb.has_frames());
+        mb.drain_into(&mut got, 64);
+        assert_eq!(got.len(), 100);
+        assert!(got.iter().enumerate().all(|(i, f)| **f == *i.to_string()));
+        assert!(!mb.has_frames());
+        assert_eq!(mb.queue.lock().unwrap().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_send_wakes_a_waiting_task() {
+        let (out, mb) = Outbox::new(1, Arc::from("1.1"), 10, Arc::default());
+        let waiter = tokio::spawn({
+            let mb = mb.clone();
+            async move {
+                while !mb.has_frames() {
+                    mb.changed().await;
+                }
+            }
+        });
+        out.send(Frame::from("x"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
     }
 }

@@ -8,8 +8,8 @@
 use crate::app::App;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::{Gauges, Metrics};
+use crate::ws::{self, Socket};
 use crate::{auth_endpoint, connection, rest, web};
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -280,47 +280,76 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Initial read buffer per connection.
-const READ_BUFFER: usize = 4 * 1024;
-/// Bytes gathered before a write goes to the socket (a flush always writes).
-const WRITE_BUFFER: usize = 8 * 1024;
-
+/// Opens a WebSocket on `/app/{key}` and hands it to a connection task.
+///
+/// The upgrade is done by hand (see [`ws::handshake`]) so the task owns the
+/// plain `TcpStream`: its buffers are then only as large as the traffic.
 async fn websocket(
-    ws: WebSocketUpgrade,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     State(shared): State<Arc<Shared>>,
+    mut req: Request<axum::body::Body>,
 ) -> Response {
+    let accept = match ws::handshake::accept(req.method(), req.headers()) {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = rest::error(e.status(), &e.to_string());
+            if e == ws::handshake::HandshakeError::Version {
+                r.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    header::HeaderValue::from_static("13"),
+                );
+            }
+            return r;
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
     let max = shared.config.max_message_bytes;
-    // Small buffers: most connections are idle presence members, and the
-    // 128 KiB defaults for each direction would dominate memory per
-    // connection. Both grow when a large frame needs it.
-    let ws = ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER);
     let app = shared.app_by_key(&key).cloned();
     // Pusher protocol 7 is spoken; 5 and 6 differ only in ways we accept.
     let protocol_ok = query
         .get("protocol")
         .is_none_or(|p| p.parse::<u32>().is_ok_and(|v| (5..=7).contains(&v)));
-    ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            match app {
-                None => {
-                    tracing::info!(%key, "connection refused: unknown app key");
-                    connection::refuse(socket, CloseCode::UnknownAppKey).await
-                }
-                Some(app) if !app.config.enabled => {
-                    connection::refuse(socket, CloseCode::AppDisabled).await
-                }
-                Some(_) if !protocol_ok => {
-                    connection::refuse(socket, CloseCode::UnsupportedProtocol).await
-                }
-                Some(app) => connection::run(socket, shared, app).await,
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
             }
-        })
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            return;
+        };
+        let socket = Socket::new(parts.io.into_inner(), parts.read_buf.to_vec(), max);
+        match app {
+            None => {
+                tracing::info!(%key, "connection refused: unknown app key");
+                connection::refuse(socket, CloseCode::UnknownAppKey).await
+            }
+            Some(app) if !app.config.enabled => {
+                connection::refuse(socket, CloseCode::AppDisabled).await
+            }
+            Some(_) if !protocol_ok => {
+                connection::refuse(socket, CloseCode::UnsupportedProtocol).await
+            }
+            Some(app) => connection::run(socket, shared, app).await,
+        }
+    });
+    let mut r = Response::new(axum::body::Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    r
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
