@@ -83,6 +83,10 @@ pub struct IdleArgs {
     /// Server process id (required: memory is read from /proc).
     #[arg(long)]
     server_pid: u32,
+    /// Keep the connections open this many seconds after the report (to
+    /// inspect the server while they are held).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// Only the JSON line on stdout.
     #[arg(long)]
     json: bool,
@@ -293,6 +297,11 @@ async fn idle(a: IdleArgs) -> Result<()> {
         );
     }
     println!("{report}");
+    if a.hold > 0 {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(Duration::from_secs(a.hold)).await;
+    }
     drop(held);
     Ok(())
 }

@@ -94,7 +94,7 @@ enum End {
 pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     if !app.try_open_connection() {
         tracing::warn!(app = %app.config.id, "connection refused: over quota");
-        refuse(sock, CloseCode::OverConnectionQuota).await;
+        Box::pin(refuse(sock, CloseCode::OverConnectionQuota)).await;
         return;
     }
     let id = shared.next_connection_id();
@@ -119,7 +119,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     ));
     if sock.write_texts(&[hello]).await.is_err() {
         drop(session);
-        sock.finish().await;
+        Box::pin(sock.finish()).await;
         return;
     }
     tracing::debug!(socket_id = %socket_id, "connected");
@@ -192,9 +192,13 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                 match msg {
                     Message::Text(text) => {
                         Metrics::inc(&shared.metrics.messages_in);
-                        if let Some(code) =
-                            handle_text(&mut session, &shared, &mut rate, &text).await
-                        {
+                        // Boxed: subscribing (and its Redis round trips
+                        // in a cluster) is a large future, needed only
+                        // while a message is handled, not for the life of
+                        // every idle connection.
+                        let handled =
+                            Box::pin(handle_text(&mut session, &shared, &mut rate, &text));
+                        if let Some(code) = handled.await {
                             break 'conn End::Close(code.code());
                         }
                     }
@@ -223,15 +227,17 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     };
     // Leave channels before the close frame goes out, so peers learn at once.
     drop(session);
+    // Boxed, like message handling: the close handshake's timers and
+    // buffers are needed once, at the end, not for the connection's life.
     match end {
         End::Close(code) => {
             if code == CloseCode::OverCapacity.code() {
                 tracing::info!(socket_id = %socket_id, "closing a client that could not keep up");
             }
-            sock.close(code, close_reason(code)).await;
+            Box::pin(sock.close(code, close_reason(code))).await;
         }
-        End::ClientClosed(code) => sock.close(code.unwrap_or(1000), "").await,
-        End::Lost => sock.finish().await,
+        End::ClientClosed(code) => Box::pin(sock.close(code.unwrap_or(1000), "")).await,
+        End::Lost => Box::pin(sock.finish()).await,
     }
     tracing::debug!(socket_id = %socket_id, "disconnected");
 }

@@ -310,7 +310,7 @@ async fn websocket(
     let protocol_ok = query
         .get("protocol")
         .is_none_or(|p| p.parse::<u32>().is_ok_and(|v| (5..=7).contains(&v)));
-    tokio::spawn(async move {
+    let task = async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -318,25 +318,25 @@ async fn websocket(
                 return;
             }
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        let Some(socket) = into_socket(upgraded, max) else {
             tracing::error!("upgraded connection is not a TCP stream; dropping it");
             return;
         };
-        let socket = Socket::new(parts.io.into_inner(), parts.read_buf.to_vec(), max);
         match app {
             None => {
                 tracing::info!(%key, "connection refused: unknown app key");
-                connection::refuse(socket, CloseCode::UnknownAppKey).await
+                Box::pin(connection::refuse(socket, CloseCode::UnknownAppKey)).await
             }
             Some(app) if !app.config.enabled => {
-                connection::refuse(socket, CloseCode::AppDisabled).await
+                Box::pin(connection::refuse(socket, CloseCode::AppDisabled)).await
             }
             Some(_) if !protocol_ok => {
-                connection::refuse(socket, CloseCode::UnsupportedProtocol).await
+                Box::pin(connection::refuse(socket, CloseCode::UnsupportedProtocol)).await
             }
             Some(app) => connection::run(socket, shared, app).await,
         }
-    });
+    };
+    tokio::spawn(task);
     let mut r = Response::new(axum::body::Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -350,6 +350,16 @@ async fn websocket(
     );
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     r
+}
+
+/// The plain TCP stream under an upgraded connection, with what hyper had
+/// read past the handshake. A separate function so that hyper's read buffer
+/// (8 KiB, which the leftover bytes point into) is freed here rather than
+/// held by the connection task for its whole life.
+fn into_socket(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let leftover = parts.read_buf.to_vec();
+    Some(Socket::new(parts.io.into_inner(), leftover, max_message))
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {

@@ -67,8 +67,13 @@ impl Socket {
     /// Waits until the socket has something to read (or is closed).
     /// Cancel-safe: nothing is read. What is already buffered does not
     /// count: call [`Socket::try_next`] until it returns `None` first.
+    ///
+    /// Polled through `poll_read_ready` on purpose: that replaces the read
+    /// waker the HTTP layer left on this stream during the handshake. With
+    /// `readable()` the stale waker would stay registered and keep the
+    /// finished HTTP task's memory (~1 kB) alive for the connection's life.
     pub async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
+        std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await
     }
 
     /// The next complete message: decodes what is buffered and reads what
