@@ -311,8 +311,12 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     let endpoint = whosin_client::Endpoint::parse(&a.url, &a.key).map_err(anyhow::Error::msg)?;
     let before = a.server_pid.and_then(proc_usage);
     let channel = "bench-broadcast";
-    // Subscribers record (event number, latency ms) as events arrive.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, f64)>();
+    let total = a.rate as u64 * a.seconds;
+    // Each subscriber records latencies (ms) in its own vector and counts
+    // deliveries in a shared counter: no per-delivery message passing, so
+    // the generator spends its CPU on reading sockets, not on itself.
+    let delivered_count = Arc::new(AtomicU64::new(0));
+    let mut recorders: Vec<Arc<std::sync::Mutex<Vec<f32>>>> = Vec::with_capacity(a.subscribers);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
     for start in (0..a.subscribers).step_by(200) {
         let end = (start + 200).min(a.subscribers);
@@ -326,23 +330,21 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
                     .into(),
             ))
             .await?;
-            let (tx, ready) = (tx.clone(), ready_tx.clone());
+            let recorder = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+            recorders.push(recorder.clone());
+            let (count, ready) = (delivered_count.clone(), ready_tx.clone());
             tokio::spawn(async move {
                 let _sink = sink;
                 while let Some(Ok(Message::Text(t))) = stream.next().await {
-                    match ServerFrame::parse(t.as_str()) {
-                        Ok(ServerFrame::SubscriptionSucceeded { .. }) => {
-                            let _ = ready.send(());
-                        }
-                        Ok(ServerFrame::Event { data, .. }) => {
-                            let v: serde_json::Value =
-                                serde_json::from_str(&data).unwrap_or_default();
-                            let (n, sent) =
-                                (v["n"].as_u64().unwrap_or(0), v["t"].as_f64().unwrap_or(0.0));
-                            let now = started_ms();
-                            let _ = tx.send((n, now - sent));
-                        }
-                        _ => {}
+                    if let Some(sent) = sent_ms(t.as_str()) {
+                        let ms = started_ms() - sent;
+                        recorder.lock().expect("recorder").push(ms as f32);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    } else if matches!(
+                        ServerFrame::parse(t.as_str()),
+                        Ok(ServerFrame::SubscriptionSucceeded { .. })
+                    ) {
+                        let _ = ready.send(());
                     }
                 }
             });
@@ -372,7 +374,6 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     // Trigger at the rate, each event carrying its number and send time.
     let http = reqwest::Client::new();
     let base = format!("http://{}:{}", endpoint.host, endpoint.port);
-    let total = a.rate as u64 * a.seconds;
     let period = Duration::from_secs_f64(1.0 / f64::from(a.rate.max(1)));
     let mut tick = tokio::time::interval(period);
     for n in 0..total {
@@ -403,15 +404,31 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         }
         progress(a.json, "sending", (n + 1) as usize, total as usize);
     }
-    // Collect deliveries until all arrived or 10 s of quiet.
+    // Wait until every delivery arrived, or 10 s without progress.
     let expected = total * a.subscribers as u64;
-    let mut lat = Vec::with_capacity(expected as usize);
-    while (lat.len() as u64) < expected {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some((_, ms))) => lat.push(ms),
-            _ => break,
+    let mut last = (0, Instant::now());
+    loop {
+        let now = delivered_count.load(Ordering::Relaxed);
+        if now >= expected {
+            break;
         }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let lat: Vec<f64> = recorders
+        .iter()
+        .flat_map(|r| {
+            r.lock()
+                .expect("recorder")
+                .iter()
+                .map(|&ms| f64::from(ms))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let delivered = lat.len() as u64;
     drop(stalled);
     // whosin counts the readers it dropped for not keeping up; other servers
@@ -584,6 +601,19 @@ async fn connect(url: &str, frames: Arc<AtomicU64>) -> Result<Member> {
         }
     });
     Ok(Member { sink, socket_id })
+}
+
+/// The send time carried by a broadcast event, found without parsing the
+/// frame: the event data is a JSON string, so in the frame it reads
+/// `\"t\":1234.5`. `None` for any other frame.
+fn sent_ms(frame: &str) -> Option<f64> {
+    const KEY: &str = r#"\"t\":"#;
+    let at = frame.find(KEY)? + KEY.len();
+    let rest = &frame[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn subscribe_frame(key: &str, secret: &str, socket_id: &str, channel: &str, user: &str) -> String {
@@ -851,4 +881,22 @@ async fn presence(a: PresenceArgs) -> Result<()> {
         bail!("events were lost or duplicated (see the JSON line)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_time_is_read_from_the_encoded_event() {
+        let data = json!({"n": 3, "t": 1764400000123.25, "pad": ""}).to_string();
+        let frame = json!({"event": "tick", "channel": "c", "data": data}).to_string();
+        assert_eq!(sent_ms(&frame), Some(1764400000123.25));
+        assert_eq!(
+            sent_ms(
+                r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}"#
+            ),
+            None
+        );
+    }
 }

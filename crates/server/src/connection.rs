@@ -15,6 +15,7 @@ use crate::outbox::{Frame, Mailbox, Outbox};
 use crate::server::Shared;
 use crate::ws::{Message, ReadError, Socket};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -124,12 +125,19 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     }
     tracing::debug!(socket_id = %socket_id, "connected");
 
-    let mut shutdown = shared.shutdown.clone();
+    // The shutdown signal and the activity timer are created once and
+    // polled in place: re-creating them on every wake-up re-registers a
+    // waiter and a timer entry per delivered frame, which is most of a
+    // broadcast's cost per subscriber.
+    let shutdown = shutdown_requested(shared.shutdown.clone());
+    tokio::pin!(shutdown);
     let mut rate = RateWindow {
         start: Instant::now(),
         count: 0,
     };
     let mut deadline = Instant::now() + activity;
+    let timer = sleep_until(deadline);
+    tokio::pin!(timer);
     let mut awaiting_pong = false;
     // The handshake may have left a frame behind: look before waiting.
     let mut more_input = true;
@@ -141,20 +149,26 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         let more_output = mailbox.has_frames();
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break End::Close(CloseCode::Reconnect.code()),
+            _ = &mut shutdown => break End::Close(CloseCode::Reconnect.code()),
             r = sock.readable(), if !more_input => match r {
                 Ok(()) => more_input = true,
                 Err(_) => break End::Lost,
             },
             _ = mailbox.changed(), if !more_input && !more_output => {}
-            _ = sleep_until(deadline), if !more_input => {
-                if awaiting_pong {
+            _ = &mut timer, if !more_input => {
+                // Input moves `deadline` without touching the timer: one
+                // timer operation per quiet period, not one per message.
+                if Instant::now() < deadline {
+                    timer.as_mut().reset(deadline);
+                } else if awaiting_pong {
                     tracing::debug!(socket_id = %socket_id, "no pong: closing");
                     break End::Close(CloseCode::PongNotReceived.code());
+                } else {
+                    awaiting_pong = true;
+                    deadline = Instant::now() + shared.config.pong_timeout;
+                    timer.as_mut().reset(deadline);
+                    session.outbox.send(Frame::from(server::ping()));
                 }
-                awaiting_pong = true;
-                deadline = Instant::now() + shared.config.pong_timeout;
-                session.outbox.send(Frame::from(server::ping()));
             }
             _ = std::future::ready(()), if more_input || more_output => {}
         }
@@ -162,7 +176,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         if mailbox.has_frames() {
             let mut batch = Vec::new();
             mailbox.drain_into(&mut batch, WRITE_BATCH);
-            match interruptible(sock.write_texts(&batch), &mailbox, &mut shutdown).await {
+            match interruptible(sock.write_texts(&batch), &mailbox, shutdown.as_mut()).await {
                 Written::All => {}
                 Written::Failed => break 'conn End::Lost,
                 // A close was asked for while the client was not reading:
@@ -210,7 +224,8 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                         )));
                     }
                     Message::Ping(payload) => {
-                        match interruptible(sock.pong(&payload), &mailbox, &mut shutdown).await {
+                        match interruptible(sock.pong(&payload), &mailbox, shutdown.as_mut()).await
+                        {
                             Written::All => {}
                             Written::Failed => break 'conn End::Lost,
                             Written::Interrupted(code) => break 'conn End::Close(code),
@@ -257,7 +272,7 @@ enum Written {
 async fn interruptible(
     write: impl Future<Output = std::io::Result<()>>,
     mailbox: &Mailbox,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Written {
     let close = async {
         loop {
@@ -270,8 +285,13 @@ async fn interruptible(
     tokio::select! {
         r = write => if r.is_ok() { Written::All } else { Written::Failed },
         code = close => Written::Interrupted(code),
-        _ = shutdown.changed() => Written::Interrupted(CloseCode::Reconnect.code()),
+        _ = shutdown => Written::Interrupted(CloseCode::Reconnect.code()),
     }
+}
+
+/// Resolves once the server begins to shut down.
+async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Acts on one text frame. Returns a close code when the connection must end.
