@@ -183,12 +183,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         next_id: AtomicU64::new(1),
     });
     let router = router(shared.clone());
-    let task = tokio::spawn(accept_loop(
-        listener,
-        router,
-        shared.config.header_read_timeout,
-        shutdown,
-    ));
+    let task = tokio::spawn(accept_loop(listener, router, shared.clone(), shutdown));
     Ok(Running {
         addr: local,
         shared,
@@ -204,9 +199,10 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let header_read_timeout = shared.config.header_read_timeout;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -222,30 +218,161 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                router.clone().oneshot(req)
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
-                    }
-                }
-                _ = stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-                }
+            if starts_websocket(&stream, header_read_timeout).await {
+                direct_websocket(stream, shared).await;
+            } else {
+                // Boxed: the HTTP connection's state is large, and a
+                // WebSocket task should not carry its size for life.
+                Box::pin(serve_http(
+                    stream,
+                    remote,
+                    router,
+                    header_read_timeout,
+                    shutdown,
+                ))
+                .await;
             }
         });
+    }
+}
+
+/// Whether the first bytes the client sent are `GET /app/`: a WebSocket
+/// open, taken on the fast path that skips the HTTP stack (its per-request
+/// buffers and task). Anything else, including a first segment too short to
+/// tell, goes to hyper, which also serves `/app/` upgrades.
+async fn starts_websocket(stream: &TcpStream, header_read_timeout: Duration) -> bool {
+    const PREFIX: &[u8] = b"GET /app/";
+    let mut probe = [0u8; PREFIX.len()];
+    matches!(
+        tokio::time::timeout(header_read_timeout, stream.peek(&mut probe)).await,
+        Ok(Ok(n)) if n == PREFIX.len() && probe == PREFIX
+    )
+}
+
+/// The largest request head the fast path reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Opens a WebSocket without the HTTP stack and runs the connection in
+/// this task.
+async fn direct_websocket(stream: TcpStream, shared: Arc<Shared>) {
+    // Boxed and in its own function: the handshake's buffers and headers
+    // are freed before the connection's long life begins.
+    let opened = Box::pin(direct_handshake(stream, &shared)).await;
+    if let Some((socket, key, protocol_ok)) = opened {
+        open_socket(socket, shared, key, protocol_ok).await;
+    }
+}
+
+/// Reads and checks the request head and answers 101, or answers with the
+/// error and returns `None`.
+async fn direct_handshake(
+    mut stream: TcpStream,
+    shared: &Shared,
+) -> Option<(Socket, String, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let refusal = loop {
+        match ws::handshake::parse_head(&buf) {
+            Ok(Some(req)) => break Ok(req),
+            Ok(None) if buf.len() < MAX_HEAD => {}
+            Ok(None) | Err(ws::handshake::HeadError::TooManyHeaders) => {
+                break Err((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large".to_owned(),
+                    None,
+                ))
+            }
+            Err(e) => break Err((StatusCode::BAD_REQUEST, e.to_string(), None)),
+        }
+        buf.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed, failed, or too slow (a half-sent head is not held).
+            _ => return None,
+        }
+    }
+    .and_then(|req| {
+        let Some((key, protocol)) = ws::handshake::app_target(&req.target) else {
+            let msg = "not found: see the README for the endpoints whosin serves";
+            return Err((StatusCode::NOT_FOUND, msg.to_owned(), None));
+        };
+        match ws::handshake::accept(&axum::http::Method::GET, &req.headers) {
+            Ok(accept) => Ok((req.head_len, key.to_owned(), protocol_ok(protocol), accept)),
+            Err(e) => {
+                let version = (e == ws::handshake::HandshakeError::Version).then_some("13");
+                Err((e.status(), e.to_string(), version))
+            }
+        }
+    });
+    let (head_len, key, protocol_ok, accept) = match refusal {
+        Ok(opened) => opened,
+        Err((status, message, version)) => {
+            reply(stream, status, &message, version).await;
+            return None;
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+        accept.to_str().unwrap_or_default()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let leftover = buf[head_len..].to_vec();
+    let socket = Socket::new(stream, leftover, shared.config.max_message_bytes);
+    Some((socket, key, protocol_ok))
+}
+
+/// Answers a fast-path request with an error and closes.
+async fn reply(mut stream: TcpStream, status: StatusCode, message: &str, ws_version: Option<&str>) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({ "error": message }).to_string();
+    let extra = ws_version.map_or(String::new(), |v| format!("sec-websocket-version: {v}\r\n"));
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Serves HTTP/1.1 (REST, auth, web page, and upgrades that did not take
+/// the fast path) on one connection until it ends or the server stops.
+async fn serve_http(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        router.clone().oneshot(req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
     }
 }
 
@@ -305,11 +432,7 @@ async fn websocket(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max = shared.config.max_message_bytes;
-    let app = shared.app_by_key(&key).cloned();
-    // Pusher protocol 7 is spoken; 5 and 6 differ only in ways we accept.
-    let protocol_ok = query
-        .get("protocol")
-        .is_none_or(|p| p.parse::<u32>().is_ok_and(|v| (5..=7).contains(&v)));
+    let protocol_ok = protocol_ok(query.get("protocol").map(String::as_str));
     let task = async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -322,19 +445,7 @@ async fn websocket(
             tracing::error!("upgraded connection is not a TCP stream; dropping it");
             return;
         };
-        match app {
-            None => {
-                tracing::info!(%key, "connection refused: unknown app key");
-                Box::pin(connection::refuse(socket, CloseCode::UnknownAppKey)).await
-            }
-            Some(app) if !app.config.enabled => {
-                Box::pin(connection::refuse(socket, CloseCode::AppDisabled)).await
-            }
-            Some(_) if !protocol_ok => {
-                Box::pin(connection::refuse(socket, CloseCode::UnsupportedProtocol)).await
-            }
-            Some(app) => connection::run(socket, shared, app).await,
-        }
+        open_socket(socket, shared, key, protocol_ok).await;
     };
     tokio::spawn(task);
     let mut r = Response::new(axum::body::Body::empty());
@@ -350,6 +461,30 @@ async fn websocket(
     );
     h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     r
+}
+
+/// Pusher protocol 7 is spoken; 5 and 6 differ only in ways we accept.
+fn protocol_ok(protocol: Option<&str>) -> bool {
+    protocol.is_none_or(|p| p.parse::<u32>().is_ok_and(|v| (5..=7).contains(&v)))
+}
+
+/// Runs an opened WebSocket for the app with `key`, or refuses it.
+async fn open_socket(socket: Socket, shared: Arc<Shared>, key: String, protocol_ok: bool) {
+    match shared.app_by_key(&key).cloned() {
+        None => {
+            tracing::info!(%key, "connection refused: unknown app key");
+            Box::pin(connection::refuse(socket, CloseCode::UnknownAppKey)).await
+        }
+        Some(app) if !app.config.enabled => {
+            Box::pin(connection::refuse(socket, CloseCode::AppDisabled)).await
+        }
+        Some(_) if !protocol_ok => {
+            Box::pin(connection::refuse(socket, CloseCode::UnsupportedProtocol)).await
+        }
+        // Boxed: the task that runs it also carried the accept and
+        // handshake states; this way it holds only a pointer to this one.
+        Some(app) => Box::pin(connection::run(socket, shared, app)).await,
+    }
 }
 
 /// The plain TCP stream under an upgraded connection, with what hyper had

@@ -60,6 +60,70 @@ pub fn accept(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Hands
     HeaderValue::from_str(&accept).map_err(|_| HandshakeError::Key)
 }
 
+/// An upgrade request read straight from the socket (the fast path that
+/// skips the HTTP stack for `GET /app/...`).
+#[derive(Debug)]
+pub struct UpgradeRequest {
+    /// The request target, path and query.
+    pub target: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// Bytes the request head took; what follows belongs to the WebSocket.
+    pub head_len: usize,
+}
+
+/// Why a request head cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not valid HTTP/1.1.
+    #[error("malformed HTTP request")]
+    Malformed,
+    /// More headers than any WebSocket client sends.
+    #[error("too many request headers")]
+    TooManyHeaders,
+}
+
+/// Parses a request head from `buf`; `Ok(None)` until it is complete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<UpgradeRequest>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if req.method != Some("GET") || req.version != Some(1) {
+        return Err(HeadError::Malformed);
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name =
+            header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed)?;
+        headers.append(name, value);
+    }
+    Ok(Some(UpgradeRequest {
+        target: req.path.unwrap_or("/").to_owned(),
+        headers,
+        head_len,
+    }))
+}
+
+/// The app key and the `protocol` query parameter of `/app/{key}?...`;
+/// `None` for any other path.
+pub fn app_target(target: &str) -> Option<(&str, Option<&str>)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let key = path.strip_prefix("/app/")?;
+    if key.is_empty() || key.contains('/') {
+        return None;
+    }
+    let protocol = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("protocol="));
+    Some((key, protocol))
+}
+
 /// Whether a comma-separated header holds `token` (case-insensitive).
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
@@ -96,6 +160,42 @@ mod tests {
         ("sec-websocket-version", "13"),
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
+
+    #[test]
+    fn request_heads_are_parsed_when_complete() {
+        let head = b"GET /app/k?protocol=7&client=js HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n\x81";
+        let n = head.len() - 1;
+        for cut in [0, 10, n - 1] {
+            assert!(parse_head(&head[..cut]).unwrap().is_none(), "cut {cut}");
+        }
+        let req = parse_head(head).unwrap().unwrap();
+        assert_eq!(req.head_len, n);
+        assert_eq!(req.target, "/app/k?protocol=7&client=js");
+        assert!(accept(&Method::GET, &req.headers).is_ok());
+        assert_eq!(app_target(&req.target), Some(("k", Some("7"))));
+    }
+
+    #[test]
+    fn bad_heads_and_targets() {
+        assert_eq!(
+            parse_head(b"GET /app/k HTTP/1.0\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            parse_head(b"GET /app/k HTTP/1.1\r\nBad Header\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        let many: String = (0..100).map(|i| format!("X-{i}: {i}\r\n")).collect();
+        let head = format!("GET /app/k HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse_head(head.as_bytes()).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
+        assert_eq!(app_target("/app/k"), Some(("k", None)));
+        assert_eq!(app_target("/app/"), None);
+        assert_eq!(app_target("/app/k/extra"), None);
+        assert_eq!(app_target("/apps/1/events"), None);
+    }
 
     #[test]
     fn rfc_example_key() {
