@@ -322,9 +322,8 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         let end = (start + 200).min(a.subscribers);
         let batch = (start..end).map(|_| tokio_tungstenite::connect_async(url.clone()));
         for c in futures_util::future::join_all(batch).await {
-            let (ws, _) = c.context("connecting a subscriber")?;
-            let (mut sink, mut stream) = ws.split();
-            sink.send(Message::Text(
+            let (mut ws, _) = c.context("connecting a subscriber")?;
+            ws.send(Message::Text(
                 json!({"event":"pusher:subscribe","data":{"channel":channel}})
                     .to_string()
                     .into(),
@@ -334,18 +333,47 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
             recorders.push(recorder.clone());
             let (count, ready) = (delivered_count.clone(), ready_tx.clone());
             tokio::spawn(async move {
-                let _sink = sink;
-                while let Some(Ok(Message::Text(t))) = stream.next().await {
-                    if let Some(sent) = sent_ms(t.as_str()) {
+                // Through tungstenite until subscribed (no event is sent
+                // before every subscriber is), then raw: at 10 k
+                // subscribers a general WebSocket reader costs the
+                // generator more CPU than the server spends delivering.
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(t) = msg {
+                        if matches!(
+                            ServerFrame::parse(t.as_str()),
+                            Ok(ServerFrame::SubscriptionSucceeded { .. })
+                        ) {
+                            let _ = ready.send(());
+                            break;
+                        }
+                    }
+                }
+                let tokio_tungstenite::MaybeTlsStream::Plain(mut tcp) = ws.into_inner() else {
+                    return;
+                };
+                let record = |text: &[u8]| {
+                    if let Some(sent) = std::str::from_utf8(text).ok().and_then(sent_ms) {
                         let ms = started_ms() - sent;
                         recorder.lock().expect("recorder").push(ms as f32);
                         count.fetch_add(1, Ordering::Relaxed);
-                    } else if matches!(
-                        ServerFrame::parse(t.as_str()),
-                        Ok(ServerFrame::SubscriptionSucceeded { .. })
-                    ) {
-                        let _ = ready.send(());
                     }
+                };
+                let mut buf = Vec::with_capacity(4096);
+                loop {
+                    use tokio::io::AsyncReadExt;
+                    match tcp.read_buf(&mut buf).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                    let mut at = 0;
+                    while let Some((opcode, payload, used)) = unmasked_frame(&buf[at..]) {
+                        if opcode == 1 {
+                            record(&buf[at..][payload]);
+                        }
+                        at += used;
+                    }
+                    buf.drain(..at);
+                    buf.reserve(4096);
                 }
             });
         }
@@ -601,6 +629,25 @@ async fn connect(url: &str, frames: Arc<AtomicU64>) -> Result<Member> {
         }
     });
     Ok(Member { sink, socket_id })
+}
+
+/// A complete unmasked (server) frame at the start of `buf`: its opcode,
+/// where its payload is, and how many bytes it takes.
+fn unmasked_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, head) = match b1 & 0x7F {
+        126 => (
+            usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (
+            usize::try_from(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let end = head + len;
+    (buf.len() >= end).then_some((b0 & 0x0F, head..end, end))
 }
 
 /// The send time carried by a broadcast event, found without parsing the
@@ -886,6 +933,17 @@ async fn presence(a: PresenceArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmasked_frames_are_cut_from_a_stream() {
+        let mut buf = vec![0x81, 2, b'h', b'i', 0x81, 126, 0, 200];
+        buf.extend(std::iter::repeat_n(b'x', 200));
+        buf.extend([0x81, 5, b'c']);
+        assert_eq!(unmasked_frame(&buf), Some((1, 2..4, 4)));
+        assert_eq!(unmasked_frame(&buf[4..]), Some((1, 4..204, 204)));
+        assert_eq!(unmasked_frame(&buf[208..]), None);
+        assert_eq!(unmasked_frame(&buf[..1]), None);
+    }
 
     #[test]
     fn send_time_is_read_from_the_encoded_event() {

@@ -221,19 +221,22 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            if starts_websocket(&stream, header_read_timeout).await {
-                direct_websocket(stream, shared).await;
-            } else {
-                // Boxed: the HTTP connection's state is large, and a
-                // WebSocket task should not carry its size for life.
-                Box::pin(serve_http(
-                    stream,
-                    remote,
-                    router,
-                    header_read_timeout,
-                    shutdown,
-                ))
-                .await;
+            match first_bytes(&stream, header_read_timeout).await {
+                // Nothing within the header read timeout: not held.
+                None => {}
+                Some(true) => direct_websocket(stream, shared).await,
+                Some(false) => {
+                    // Boxed: the HTTP connection's state is large, and a
+                    // WebSocket task should not carry its size for life.
+                    Box::pin(serve_http(
+                        stream,
+                        remote,
+                        router,
+                        header_read_timeout,
+                        shutdown,
+                    ))
+                    .await;
+                }
             }
         });
     }
@@ -242,14 +245,16 @@ async fn accept_loop(
 /// Whether the first bytes the client sent are `GET /app/`: a WebSocket
 /// open, taken on the fast path that skips the HTTP stack (its per-request
 /// buffers and task). Anything else, including a first segment too short to
-/// tell, goes to hyper, which also serves `/app/` upgrades.
-async fn starts_websocket(stream: &TcpStream, header_read_timeout: Duration) -> bool {
+/// tell, goes to hyper (`Some(false)`), which also serves `/app/` upgrades.
+/// `None` when nothing came within the header read timeout.
+async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Option<bool> {
     const PREFIX: &[u8] = b"GET /app/";
     let mut probe = [0u8; PREFIX.len()];
-    matches!(
-        tokio::time::timeout(header_read_timeout, stream.peek(&mut probe)).await,
-        Ok(Ok(n)) if n == PREFIX.len() && probe == PREFIX
-    )
+    match tokio::time::timeout(header_read_timeout, stream.peek(&mut probe)).await {
+        Err(_) => None,
+        Ok(Ok(n)) => Some(n == PREFIX.len() && probe == PREFIX),
+        Ok(Err(_)) => Some(false),
+    }
 }
 
 /// The largest request head the fast path reads.
