@@ -486,9 +486,11 @@ async fn open_socket(socket: Socket, shared: Arc<Shared>, key: String, protocol_
         Some(_) if !protocol_ok => {
             Box::pin(connection::refuse(socket, CloseCode::UnsupportedProtocol)).await
         }
-        // Boxed: the task that runs it also carried the accept and
-        // handshake states; this way it holds only a pointer to this one.
-        Some(app) => Box::pin(connection::run(socket, shared, app)).await,
+        // A task of its own, sized to the connection alone: the task that
+        // accepted it (and carried the handshake's state) ends here.
+        Some(app) => {
+            tokio::spawn(connection::run(socket, shared, app));
+        }
     }
 }
 
