@@ -245,8 +245,19 @@ fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
+/// XORs the client's mask over the payload, eight bytes at a time. Both
+/// sides are read in native byte order, so byte `i` always meets
+/// `mask[i % 4]`.
 fn unmask(data: &mut [u8], mask: [u8; 4]) {
-    for (i, b) in data.iter_mut().enumerate() {
+    let m = u64::from(u32::from_ne_bytes(mask));
+    let wide = m | (m << 32);
+    let mut chunks = data.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ wide;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    // The remainder starts at a multiple of 8, so at mask[0].
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= mask[i & 3];
     }
 }
@@ -399,6 +410,22 @@ mod tests {
             d.step(&f2),
             Ok(Step::Message(f2.len(), Message::Text("é".into())))
         );
+    }
+
+    #[test]
+    fn unmasking_matches_the_byte_by_byte_rule_at_every_length() {
+        let mask = [0x01, 0x80, 0xFE, 0x7F];
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            let mut data = plain.clone();
+            unmask(&mut data, mask);
+            let expected: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(data, expected, "len {len}");
+        }
     }
 
     #[test]
