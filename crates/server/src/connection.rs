@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use whosin_protocol::frame::server;
 use whosin_protocol::sign::verify_signin_auth;
 use whosin_protocol::{ClientFrame, CloseCode};
@@ -135,10 +135,9 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         start: Instant::now(),
         count: 0,
     };
-    let mut deadline = Instant::now() + activity;
-    let timer = sleep_until(deadline);
+    let mut live = Liveness::new(activity, shared.config.pong_timeout);
+    let timer = sleep_until(live.deadline);
     tokio::pin!(timer);
-    let mut awaiting_pong = false;
     // The handshake may have left a frame behind: look before waiting.
     let mut more_input = true;
 
@@ -156,27 +155,30 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
             },
             _ = mailbox.changed(), if !more_input && !more_output => {}
             _ = &mut timer, if !more_input => {
-                // Input moves `deadline` without touching the timer: one
-                // timer operation per quiet period, not one per message.
-                if Instant::now() < deadline {
-                    timer.as_mut().reset(deadline);
-                } else if awaiting_pong {
+                if live.fired(timer.as_mut()) {
                     tracing::debug!(socket_id = %socket_id, "no pong: closing");
                     break End::Close(CloseCode::PongNotReceived.code());
-                } else {
-                    awaiting_pong = true;
-                    deadline = Instant::now() + shared.config.pong_timeout;
-                    timer.as_mut().reset(deadline);
-                    session.outbox.send(Frame::from(server::ping()));
                 }
             }
             _ = std::future::ready(()), if more_input || more_output => {}
         }
 
+        if std::mem::take(&mut live.ping_due) {
+            session.outbox.send(Frame::from(server::ping()));
+        }
         if mailbox.has_frames() {
             let mut batch = Vec::new();
             mailbox.drain_into(&mut batch, WRITE_BATCH);
-            match interruptible(sock.write_texts(&batch), &mailbox, shutdown.as_mut()).await {
+            let write = sock.write_texts(&batch);
+            match interruptible(
+                write,
+                &mailbox,
+                shutdown.as_mut(),
+                timer.as_mut(),
+                &mut live,
+            )
+            .await
+            {
                 Written::All => {}
                 Written::Failed => break 'conn End::Lost,
                 // A close was asked for while the client was not reading:
@@ -201,8 +203,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                         break 'conn End::Lost;
                     }
                 };
-                deadline = Instant::now() + activity;
-                awaiting_pong = false;
+                live.input();
                 match msg {
                     Message::Text(text) => {
                         Metrics::inc(&shared.metrics.messages_in);
@@ -224,7 +225,15 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                         )));
                     }
                     Message::Ping(payload) => {
-                        match interruptible(sock.pong(&payload), &mailbox, shutdown.as_mut()).await
+                        let write = sock.pong(&payload);
+                        match interruptible(
+                            write,
+                            &mailbox,
+                            shutdown.as_mut(),
+                            timer.as_mut(),
+                            &mut live,
+                        )
+                        .await
                         {
                             Written::All => {}
                             Written::Failed => break 'conn End::Lost,
@@ -268,11 +277,64 @@ enum Written {
     Interrupted(u16),
 }
 
-/// Runs a write unless a close or shutdown comes first.
+/// Whether the client is alive: the activity/pong deadline.
+///
+/// Input moves the deadline without touching the timer (one timer
+/// operation per quiet period, not one per message); when the timer fires
+/// early it is re-armed for the moved deadline.
+struct Liveness {
+    deadline: Instant,
+    awaiting_pong: bool,
+    /// A ping is owed (decided while a write was blocked).
+    ping_due: bool,
+    activity: Duration,
+    pong: Duration,
+}
+
+impl Liveness {
+    fn new(activity: Duration, pong: Duration) -> Liveness {
+        Liveness {
+            deadline: Instant::now() + activity,
+            awaiting_pong: false,
+            ping_due: false,
+            activity,
+            pong,
+        }
+    }
+
+    /// The client sent something.
+    fn input(&mut self) {
+        self.deadline = Instant::now() + self.activity;
+        self.awaiting_pong = false;
+    }
+
+    /// The timer fired: re-arms it, owes a ping, or returns `true` when the
+    /// client missed its pong and is gone.
+    fn fired(&mut self, timer: Pin<&mut Sleep>) -> bool {
+        let now = Instant::now();
+        if now >= self.deadline {
+            if self.awaiting_pong {
+                return true;
+            }
+            self.awaiting_pong = true;
+            self.ping_due = true;
+            self.deadline = now + self.pong;
+        }
+        timer.reset(self.deadline);
+        false
+    }
+}
+
+/// Runs a write unless a close or shutdown comes first, or the client is
+/// found dead: a client that stopped reading (its socket buffers full) and
+/// sends nothing either misses its pong while the write is stuck, and is
+/// closed with 4201 instead of holding its task for ever.
 async fn interruptible(
     write: impl Future<Output = std::io::Result<()>>,
     mailbox: &Mailbox,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    mut timer: Pin<&mut Sleep>,
+    live: &mut Liveness,
 ) -> Written {
     let close = async {
         loop {
@@ -282,10 +344,18 @@ async fn interruptible(
             mailbox.changed().await;
         }
     };
-    tokio::select! {
-        r = write => if r.is_ok() { Written::All } else { Written::Failed },
-        code = close => Written::Interrupted(code),
-        _ = shutdown => Written::Interrupted(CloseCode::Reconnect.code()),
+    tokio::pin!(write, close);
+    loop {
+        tokio::select! {
+            r = &mut write => return if r.is_ok() { Written::All } else { Written::Failed },
+            code = &mut close => return Written::Interrupted(code),
+            _ = shutdown.as_mut() => return Written::Interrupted(CloseCode::Reconnect.code()),
+            _ = timer.as_mut() => {
+                if live.fired(timer.as_mut()) {
+                    return Written::Interrupted(CloseCode::PongNotReceived.code());
+                }
+            }
+        }
     }
 }
 

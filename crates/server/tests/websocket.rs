@@ -440,6 +440,57 @@ async fn idle_client_is_pinged_and_a_silent_one_closed_with_4201() {
     assert_eq!(watcher.next_answering().await, ServerFrame::Pong);
 }
 
+/// A client that stops reading with its socket buffers full and nothing
+/// more queued for it (so the queue bound never trips): the write to it is
+/// stuck, and the activity timer must still find it dead.
+#[tokio::test]
+async fn a_reader_stuck_behind_full_socket_buffers_is_closed_by_the_activity_timer() {
+    let mut cfg = config();
+    cfg.activity_timeout = Duration::from_secs(1);
+    cfg.pong_timeout = Duration::from_millis(500);
+    cfg.outbound_queue = 100_000;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let mut watcher = Client::connect(addr).await;
+    watcher.join("presence-stuck", "watcher").await;
+    let mut stuck = Client::connect(addr).await;
+    stuck.join("presence-stuck", "stuck").await;
+    stuck.subscribe_public("firehose").await;
+    assert!(matches!(
+        watcher.next_answering().await,
+        ServerFrame::MemberAdded { .. }
+    ));
+    // 32 MB for a client that never reads again: more than loopback socket
+    // buffers take, far less than its queue bound.
+    let app = server.shared().apps[0].clone();
+    let payload = "p".repeat(64 * 1024);
+    for _ in 0..512 {
+        app.trigger(&["firehose".to_owned()], "tick", &payload, None);
+    }
+    let started = tokio::time::Instant::now();
+    let removed = tokio::time::timeout(Duration::from_secs(10), watcher.next_answering())
+        .await
+        .expect("the stuck reader removed within 10 s");
+    assert_eq!(
+        removed,
+        ServerFrame::MemberRemoved {
+            channel: "presence-stuck".into(),
+            user_id: "stuck".into()
+        },
+        "after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server
+            .shared()
+            .metrics
+            .slow_client_disconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "closed by the timer, not by the queue bound"
+    );
+}
+
 #[tokio::test]
 async fn graceful_shutdown_closes_with_4200_without_announcing_departures() {
     let server = start(config()).await;
