@@ -173,20 +173,15 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
             // the ~8 µs a socket write costs) keeps the write's state out of
             // every idle connection's task.
             let write = sock.write_texts(&batch);
-            match Box::pin(interruptible(
+            let guarded = interruptible(
                 write,
                 &mailbox,
                 shutdown.as_mut(),
                 timer.as_mut(),
                 &mut live,
-            ))
-            .await
-            {
-                Written::All => {}
-                Written::Failed => break 'conn End::Lost,
-                // A close was asked for while the client was not reading:
-                // try to say why (bounded), then drop it.
-                Written::Interrupted(code) => break 'conn End::Close(code),
+            );
+            if let Some(end) = Box::pin(guarded).await {
+                break 'conn end;
             }
         }
 
@@ -232,18 +227,15 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                         // clients ping in JSON), and this state would
                         // otherwise be part of every connection's task.
                         let write = sock.pong(&payload);
-                        match Box::pin(interruptible(
+                        let guarded = interruptible(
                             write,
                             &mailbox,
                             shutdown.as_mut(),
                             timer.as_mut(),
                             &mut live,
-                        ))
-                        .await
-                        {
-                            Written::All => {}
-                            Written::Failed => break 'conn End::Lost,
-                            Written::Interrupted(code) => break 'conn End::Close(code),
+                        );
+                        if let Some(end) = Box::pin(guarded).await {
+                            break 'conn end;
                         }
                     }
                     Message::Pong => {}
@@ -270,17 +262,6 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         End::Lost => Box::pin(sock.finish()).await,
     }
     tracing::debug!(socket_id = %socket_id, "disconnected");
-}
-
-/// How a write ended.
-enum Written {
-    /// Everything was written.
-    All,
-    /// The socket failed.
-    Failed,
-    /// A close (with this code) or shutdown came while the client was not
-    /// reading: a stalled reader must not hold the task.
-    Interrupted(u16),
 }
 
 /// Whether the client is alive: the activity/pong deadline.
@@ -334,14 +315,16 @@ impl Liveness {
 /// Runs a write unless a close or shutdown comes first, or the client is
 /// found dead: a client that stopped reading (its socket buffers full) and
 /// sends nothing either misses its pong while the write is stuck, and is
-/// closed with 4201 instead of holding its task for ever.
+/// closed with 4201 instead of holding its task for ever. `None` when the
+/// write went out; otherwise how the connection ends (a close asked for
+/// while the client was not reading is still tried, bounded, at the end).
 async fn interruptible(
     write: impl Future<Output = std::io::Result<()>>,
     mailbox: &Mailbox,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
     mut timer: Pin<&mut Sleep>,
     live: &mut Liveness,
-) -> Written {
+) -> Option<End> {
     let close = async {
         loop {
             if let Some(code) = mailbox.close_requested() {
@@ -353,12 +336,12 @@ async fn interruptible(
     tokio::pin!(write, close);
     loop {
         tokio::select! {
-            r = &mut write => return if r.is_ok() { Written::All } else { Written::Failed },
-            code = &mut close => return Written::Interrupted(code),
-            _ = shutdown.as_mut() => return Written::Interrupted(CloseCode::Reconnect.code()),
+            r = &mut write => return r.is_err().then_some(End::Lost),
+            code = &mut close => return Some(End::Close(code)),
+            _ = shutdown.as_mut() => return Some(End::Close(CloseCode::Reconnect.code())),
             _ = timer.as_mut() => {
                 if live.fired(timer.as_mut()) {
-                    return Written::Interrupted(CloseCode::PongNotReceived.code());
+                    return Some(End::Close(CloseCode::PongNotReceived.code()));
                 }
             }
         }
