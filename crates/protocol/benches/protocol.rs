@@ -99,6 +99,21 @@ fn roster(c: &mut Criterion) {
     c.bench_function("subscription_succeeded roster JSON at 10k members", |b| {
         b.iter(|| black_box(&full).presence_json())
     });
+    c.bench_function(
+        "subscription_succeeded frame, encoded then escaped, at 10k members",
+        |b| {
+            b.iter(|| {
+                server::subscription_succeeded(
+                    "presence-whosin",
+                    Some(&black_box(&full).presence_json()),
+                )
+            })
+        },
+    );
+    c.bench_function(
+        "subscription_succeeded frame from entries escaped at join, at 10k members",
+        |b| b.iter(|| black_box(&full).subscription_succeeded("presence-whosin")),
+    );
 }
 
 criterion_group!(benches, frames, signing, roster);

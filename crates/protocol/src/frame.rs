@@ -327,6 +327,22 @@ pub mod server {
         )
     }
 
+    /// `pusher_internal:subscription_succeeded` with `data` already escaped
+    /// as the contents of a JSON string (see
+    /// [`crate::Roster::subscription_succeeded`]).
+    pub fn subscription_succeeded_escaped(channel: &str, data: &str) -> String {
+        let mut quoted = String::with_capacity(data.len() + 2);
+        quoted.push('"');
+        quoted.push_str(data);
+        quoted.push('"');
+        frame(
+            "pusher_internal:subscription_succeeded",
+            Some(channel),
+            Data::Raw(&quoted),
+            None,
+        )
+    }
+
     /// `pusher:subscription_error` with an HTTP-like status and a message.
     pub fn subscription_error(channel: &str, status: u16, message: &str) -> String {
         let inner = format!(

@@ -18,6 +18,12 @@ pub struct Member<C> {
     /// The `user_info` JSON as first given, kept encoded so it is never
     /// re-serialized per event.
     pub info: Arc<str>,
+    /// This member's `"id":info` entry as it stands inside the escaped
+    /// `data` string of `subscription_succeeded`; its first `id_len` bytes
+    /// are the entry in `ids`. Escaped once at join, so a joiner's roster is
+    /// a concatenation rather than an encoding of every member again.
+    escaped: Box<str>,
+    id_len: usize,
     conns: Vec<C>,
 }
 
@@ -114,10 +120,17 @@ impl<C: Eq + Hash + Clone> Roster<C> {
             self.connections += 1;
             return Join::AlreadyPresent;
         }
+        let mut escaped = String::new();
+        escape_json_text(&mut escaped, &json_string(user_id));
+        let id_len = escaped.len();
+        escaped.push(':');
+        escape_json_text(&mut escaped, &info);
         self.users.insert(
             Arc::from(user_id),
             Member {
                 info,
+                escaped: escaped.into_boxed_str(),
+                id_len,
                 conns: vec![conn],
             },
         );
@@ -146,6 +159,35 @@ impl<C: Eq + Hash + Clone> Roster<C> {
     /// Iterates over `(user_id, member)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Member<C>)> {
         self.users.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// The whole `pusher_internal:subscription_succeeded` frame for
+    /// `channel`, from the entries escaped at join: the same text as
+    /// `server::subscription_succeeded(channel, Some(&self.presence_json()))`
+    /// without encoding the roster and then escaping it again.
+    pub fn subscription_succeeded(&self, channel: &str) -> String {
+        let size: usize = self
+            .users
+            .values()
+            .map(|m| m.escaped.len() + m.id_len + 2)
+            .sum();
+        let mut data = String::with_capacity(size + 48);
+        data.push_str(r#"{\"presence\":{\"ids\":["#);
+        for (i, m) in self.users.values().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&m.escaped[..m.id_len]);
+        }
+        data.push_str(r#"],\"hash\":{"#);
+        for (i, m) in self.users.values().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&m.escaped);
+        }
+        data.push_str(&format!(r#"}},\"count\":{}}}}}"#, self.users.len()));
+        crate::frame::server::subscription_succeeded_escaped(channel, &data)
     }
 
     /// The `{"presence":{"ids":[..],"hash":{..},"count":N}}` JSON of
@@ -183,6 +225,35 @@ pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("strings always serialize")
 }
 
+/// Appends `s` escaped as the contents of a JSON string, exactly as
+/// serde_json escapes: `"` and `\`, the short forms `\b \f \n \r \t`, and
+/// `\u00xx` for other control characters; everything else as is.
+pub(crate) fn escape_json_text(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            0x00..=0x1F => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str(&format!("\\u{:04x}", b));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +288,53 @@ mod tests {
         assert!(!r.admits("c", 2));
         assert!(r.admits("a", 2));
         assert!(r.admits("c", 3));
+    }
+
+    #[test]
+    fn subscription_succeeded_from_escaped_entries_is_the_encoded_frame() {
+        let ids = [
+            "plain",
+            "with \"quotes\"",
+            "back\\slash",
+            "tab\tnew\nline",
+            "ctl\u{1}\u{1f}",
+            "é ü 日本",
+            "sl/ash",
+            "del\u{7f}",
+        ];
+        let infos = [
+            r#"{"name":"Ada"}"#,
+            r#"{"name":"a \"b\" c","ip":"203.0.113.7"}"#,
+            r#"{"path":"C:\\x","nl":"a\nb","u":"\u0001"}"#,
+            r#"{"name":"日本","nested":{"k":[1,2,{"z":null}]}}"#,
+            "null",
+        ];
+        let mut r = Roster::new();
+        assert_eq!(
+            r.subscription_succeeded("presence-x"),
+            crate::frame::server::subscription_succeeded("presence-x", Some(&r.presence_json()))
+        );
+        for (n, id) in ids.iter().enumerate() {
+            r.join(id, Arc::from(infos[n % infos.len()]), n);
+            for ch in ["presence-x", "presence-\"odd\""] {
+                let want =
+                    crate::frame::server::subscription_succeeded(ch, Some(&r.presence_json()));
+                assert_eq!(r.subscription_succeeded(ch), want, "after {id:?}");
+            }
+        }
+        r.leave("plain", &0);
+        let want =
+            crate::frame::server::subscription_succeeded("presence-x", Some(&r.presence_json()));
+        assert_eq!(r.subscription_succeeded("presence-x"), want);
+    }
+
+    #[test]
+    fn escaping_matches_serde_json_for_every_ascii_byte() {
+        let all: String = (0u8..128).map(char::from).collect();
+        let mut out = String::new();
+        escape_json_text(&mut out, &all);
+        let serde = json_string(&all);
+        assert_eq!(format!("\"{out}\""), serde);
     }
 
     #[test]

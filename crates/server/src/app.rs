@@ -360,10 +360,9 @@ impl App {
                     "already subscribed to this channel as another user; unsubscribe first",
                 ));
             }
-            let snapshot = channel.roster.as_ref().map(Roster::presence_json);
-            outbox.send(Frame::from(server::subscription_succeeded(
+            outbox.send(Frame::from(succeeded(
                 &sub.channel,
-                snapshot.as_deref(),
+                channel.roster.as_ref(),
             )));
             return Ok((user_id, false));
         }
@@ -392,10 +391,9 @@ impl App {
                 pending: None,
             },
         );
-        let snapshot = channel.roster.as_ref().map(Roster::presence_json);
-        outbox.send(Frame::from(server::subscription_succeeded(
+        outbox.send(Frame::from(succeeded(
             &sub.channel,
-            snapshot.as_deref(),
+            channel.roster.as_ref(),
         )));
         if let Some(frame) = added {
             channel.broadcast(&Frame::from(frame), Some(outbox.id));
@@ -780,6 +778,16 @@ impl App {
                 .map(|r| r.len() as u64)
                 .sum(),
         }
+    }
+}
+
+/// `subscription_succeeded` for a channel, with its roster when it is a
+/// presence channel (from the entries escaped at join: a joiner's roster is
+/// a concatenation, not an encoding of every member).
+fn succeeded(channel: &str, roster: Option<&Roster<u64>>) -> String {
+    match roster {
+        Some(r) => r.subscription_succeeded(channel),
+        None => server::subscription_succeeded(channel, None),
     }
 }
 
