@@ -120,11 +120,7 @@ impl<C: Eq + Hash + Clone> Roster<C> {
             self.connections += 1;
             return Join::AlreadyPresent;
         }
-        let mut escaped = String::new();
-        escape_json_text(&mut escaped, &json_string(user_id));
-        let id_len = escaped.len();
-        escaped.push(':');
-        escape_json_text(&mut escaped, &info);
+        let (escaped, id_len) = escaped_entry(user_id, &info);
         self.users.insert(
             Arc::from(user_id),
             Member {
@@ -166,28 +162,9 @@ impl<C: Eq + Hash + Clone> Roster<C> {
     /// `server::subscription_succeeded(channel, Some(&self.presence_json()))`
     /// without encoding the roster and then escaping it again.
     pub fn subscription_succeeded(&self, channel: &str) -> String {
-        let size: usize = self
-            .users
-            .values()
-            .map(|m| m.escaped.len() + m.id_len + 2)
-            .sum();
-        let mut data = String::with_capacity(size + 48);
-        data.push_str(r#"{\"presence\":{\"ids\":["#);
-        for (i, m) in self.users.values().enumerate() {
-            if i > 0 {
-                data.push(',');
-            }
-            data.push_str(&m.escaped[..m.id_len]);
-        }
-        data.push_str(r#"],\"hash\":{"#);
-        for (i, m) in self.users.values().enumerate() {
-            if i > 0 {
-                data.push(',');
-            }
-            data.push_str(&m.escaped);
-        }
-        data.push_str(&format!(r#"}},\"count\":{}}}}}"#, self.users.len()));
-        crate::frame::server::subscription_succeeded_escaped(channel, &data)
+        escaped_presence_frame(channel, || {
+            self.users.values().map(|m| (&*m.escaped, m.id_len))
+        })
     }
 
     /// The `{"presence":{"ids":[..],"hash":{..},"count":N}}` JSON of
@@ -218,6 +195,62 @@ pub fn presence_json<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) 
     ids.push(']');
     hash.push('}');
     format!(r#"{{"presence":{{"ids":{ids},"hash":{hash},"count":{count}}}}}"#)
+}
+
+/// The `subscription_succeeded` frame for `(user_id, user_info JSON)`
+/// pairs, e.g. a cluster-wide roster read from Redis: each entry escaped
+/// once, in one pass, the same text as encoding [`presence_json`] and
+/// escaping it.
+pub fn subscription_succeeded_for<'a>(
+    channel: &str,
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let entries: Vec<(String, usize)> = members
+        .into_iter()
+        .map(|(id, info)| escaped_entry(id, info))
+        .collect();
+    escaped_presence_frame(channel, || entries.iter().map(|(e, n)| (e.as_str(), *n)))
+}
+
+/// A member's `"id":info` entry escaped as the contents of a JSON string,
+/// and the length of its `"id"` part (the member's entry in `ids`).
+fn escaped_entry(user_id: &str, info: &str) -> (String, usize) {
+    let mut escaped = String::new();
+    escape_json_text(&mut escaped, &json_string(user_id));
+    let id_len = escaped.len();
+    escaped.push(':');
+    escape_json_text(&mut escaped, info);
+    (escaped, id_len)
+}
+
+/// Assembles a presence `subscription_succeeded` frame from escaped
+/// entries; `entries` is walked twice (ids, then hash) in the same order.
+fn escaped_presence_frame<'a, I>(channel: &str, entries: impl Fn() -> I) -> String
+where
+    I: Iterator<Item = (&'a str, usize)>,
+{
+    let (mut size, mut count) = (48, 0);
+    for (e, id_len) in entries() {
+        size += e.len() + id_len + 2;
+        count += 1;
+    }
+    let mut data = String::with_capacity(size);
+    data.push_str(r#"{\"presence\":{\"ids\":["#);
+    for (i, (e, id_len)) in entries().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str(&e[..id_len]);
+    }
+    data.push_str(r#"],\"hash\":{"#);
+    for (i, (e, _)) in entries().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str(e);
+    }
+    data.push_str(&format!(r#"}},\"count\":{count}}}}}"#));
+    crate::frame::server::subscription_succeeded_escaped(channel, &data)
 }
 
 /// A string as a JSON string literal.
@@ -322,6 +355,15 @@ mod tests {
                 assert_eq!(r.subscription_succeeded(ch), want, "after {id:?}");
             }
         }
+        let pairs: Vec<(String, String)> = r
+            .iter()
+            .map(|(id, m)| (id.to_owned(), m.info.to_string()))
+            .collect();
+        let pairs = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str()));
+        assert_eq!(
+            subscription_succeeded_for("presence-x", pairs.clone()),
+            crate::frame::server::subscription_succeeded("presence-x", Some(&presence_json(pairs)))
+        );
         r.leave("plain", &0);
         let want =
             crate::frame::server::subscription_succeeded("presence-x", Some(&r.presence_json()));

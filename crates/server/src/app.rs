@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use whosin_protocol::frame::{server, Data};
-use whosin_protocol::roster::presence_json;
+use whosin_protocol::roster::subscription_succeeded_for;
 use whosin_protocol::sign::verify_channel_auth;
 use whosin_protocol::{
     ChannelKind, ChannelName, CloseCode, Join, Leave, PresenceData, Roster, SubscribeData,
@@ -187,15 +187,12 @@ impl App {
         channel.broadcast_except(frame, |_, o| Some(&*o.socket_id) == except_socket);
     }
 
-    /// Sends a fresh `subscription_succeeded` with `presence_json` to every
-    /// local subscriber of a presence channel (after a cluster resync).
-    pub fn resend_roster(&self, channel_name: &str, presence_json: &str) {
+    /// Sends a fresh `subscription_succeeded` frame (the cluster-wide
+    /// roster) to every local subscriber of a presence channel (after a
+    /// cluster resync).
+    pub fn resend_roster(&self, channel_name: &str, frame: Frame) {
         let mut state = self.state();
         if let Some(channel) = state.channels.get_mut(channel_name) {
-            let frame = Frame::from(server::subscription_succeeded(
-                channel_name,
-                Some(presence_json),
-            ));
             channel.broadcast(&frame, None);
         }
     }
@@ -481,16 +478,13 @@ impl App {
                 }
                 return Err(self.full(&sub.channel));
             }
-            Some(JoinResult::Joined { members, .. }) => {
-                presence_json(members.iter().map(|(u, i)| (u.as_str(), i.as_str())))
-            }
+            Some(JoinResult::Joined { members, .. }) => subscription_succeeded_for(
+                &sub.channel,
+                members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
+            ),
             None => {
                 // Redis is unreachable: serve from what this node knows.
-                let local = channel
-                    .roster
-                    .as_ref()
-                    .map(Roster::presence_json)
-                    .unwrap_or_default();
+                let local = succeeded(&sub.channel, channel.roster.as_ref());
                 let first = channel
                     .roster
                     .as_ref()
@@ -507,10 +501,7 @@ impl App {
                 local
             }
         };
-        outbox.send(Frame::from(server::subscription_succeeded(
-            &sub.channel,
-            Some(&snapshot),
-        )));
+        outbox.send(Frame::from(snapshot));
         for f in held {
             outbox.send(f);
         }

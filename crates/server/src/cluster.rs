@@ -740,10 +740,11 @@ impl Cluster {
     async fn resend_rosters_of(&self, con: &mut ConnectionManager, app: &App) {
         for ch in app.local_presence().keys() {
             if let Some(members) = self.roster_with(con, &app.config.id, ch).await {
-                let json = whosin_protocol::roster::presence_json(
+                let frame = whosin_protocol::roster::subscription_succeeded_for(
+                    ch,
                     members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
                 );
-                app.resend_roster(ch, &json);
+                app.resend_roster(ch, Frame::from(frame));
             }
         }
     }
