@@ -109,6 +109,8 @@ async fn notifications_and_autostart_are_opt_in() {
     until("Walt in", || c.snapshot()["count"] == 2).await;
     v2.close();
     until("Walt out", || c.snapshot()["count"] == 1).await;
+    // The count moves before the notice is handed to the UI: wait for it.
+    until("Walt's notices", || ui.notices.lock().unwrap().len() == 2).await;
     assert_eq!(
         *ui.notices.lock().unwrap(),
         vec![Notice::Joined("Walt".into()), Notice::Left("Walt".into())]

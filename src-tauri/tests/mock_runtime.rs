@@ -149,11 +149,13 @@ fn commands_and_events_without_a_display() {
         call(&w, "tray_state", json!({})).unwrap()["title"],
         "Not joined"
     );
+    // The window was told: a refresh that says "not joined" (the startup
+    // refresh said joined, so this one is the leave's).
     assert!(events
         .lock()
         .unwrap()
         .iter()
-        .any(|e| e["event"] == "refresh"));
+        .any(|e| e["event"] == "refresh" && e["snapshot"]["joined"] == false));
     call(&w, "set_joined", json!({"joined": true})).unwrap();
     wait_until("2 again after joining", || {
         call(&w, "tray_state", json!({})).unwrap()["icon_text"] == "2"

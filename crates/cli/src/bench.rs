@@ -198,10 +198,15 @@ fn loopback_url(url: &str, key: &str, allow_remote: bool) -> Result<String> {
 
 /// Current RSS of a process, kB.
 fn rss_kb(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS:`, `VmHWM:`).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -298,7 +303,6 @@ async fn idle(a: IdleArgs) -> Result<()> {
     }
     println!("{report}");
     if a.hold > 0 {
-        use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::time::sleep(Duration::from_secs(a.hold)).await;
     }
@@ -316,13 +320,15 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     // deliveries in a shared counter: no per-delivery message passing, so
     // the generator spends its CPU on reading sockets, not on itself.
     let delivered_count = Arc::new(AtomicU64::new(0));
-    let mut recorders: Vec<Arc<std::sync::Mutex<Vec<f32>>>> = Vec::with_capacity(a.subscribers);
+    // (event number, latency ms) per subscriber: the numbers show duplicates.
+    type Recorder = Arc<std::sync::Mutex<Vec<(u32, f32)>>>;
+    let mut recorders: Vec<Recorder> = Vec::with_capacity(a.subscribers);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
     for start in (0..a.subscribers).step_by(200) {
         let end = (start + 200).min(a.subscribers);
-        let batch = (start..end).map(|_| tokio_tungstenite::connect_async(url.clone()));
+        let batch = (start..end).map(|_| open(&url));
         for c in futures_util::future::join_all(batch).await {
-            let (mut ws, _) = c.context("connecting a subscriber")?;
+            let mut ws = c.context("connecting a subscriber")?;
             ws.send(Message::Text(
                 json!({"event":"pusher:subscribe","data":{"channel":channel}})
                     .to_string()
@@ -351,10 +357,13 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
                 let tokio_tungstenite::MaybeTlsStream::Plain(mut tcp) = ws.into_inner() else {
                     return;
                 };
-                let record = |text: &[u8]| {
-                    if let Some(sent) = std::str::from_utf8(text).ok().and_then(sent_ms) {
-                        let ms = started_ms() - sent;
-                        recorder.lock().expect("recorder").push(ms as f32);
+                let record = |text: &[u8], now: f64| {
+                    let text = std::str::from_utf8(text).unwrap_or_default();
+                    if let (Some(n), Some(sent)) = (event_number(text), sent_ms(text)) {
+                        recorder
+                            .lock()
+                            .expect("recorder")
+                            .push((n, (now - sent) as f32));
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 };
@@ -365,10 +374,12 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
                         Ok(n) if n > 0 => {}
                         _ => break,
                     }
+                    // Stamped on arrival, before any parsing.
+                    let now = now_ms();
                     let mut at = 0;
                     while let Some((opcode, payload, used)) = unmasked_frame(&buf[at..]) {
                         if opcode == 1 {
-                            record(&buf[at..][payload]);
+                            record(&buf[at..][payload], now);
                         }
                         at += used;
                     }
@@ -379,15 +390,16 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         }
         progress(a.json, "joining", end, a.subscribers);
     }
+    let subscribed_by = tokio::time::Instant::now() + Duration::from_secs(30);
     for _ in 0..a.subscribers {
-        tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+        tokio::time::timeout_at(subscribed_by, ready_rx.recv())
             .await
-            .context("subscribers did not all subscribe")?;
+            .context("subscribers did not all subscribe within 30 s")?;
     }
     // Stalled subscribers: subscribed, then never read again (held open).
     let mut stalled = Vec::with_capacity(a.stalled);
     for _ in 0..a.stalled {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.clone())
+        let mut ws = open(&url)
             .await
             .context("connecting a stalled subscriber")?;
         ws.send(Message::Text(
@@ -400,13 +412,15 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     }
     let padding = "x".repeat(a.payload_bytes);
     // Trigger at the rate, each event carrying its number and send time.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let base = format!("http://{}:{}", endpoint.host, endpoint.port);
     let period = Duration::from_secs_f64(1.0 / f64::from(a.rate.max(1)));
     let mut tick = tokio::time::interval(period);
     for n in 0..total {
         tick.tick().await;
-        let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": started_ms(), "pad": padding}).to_string()}).to_string();
+        let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": now_ms(), "pad": padding}).to_string()}).to_string();
         let path = format!("/apps/{}/events", a.app_id);
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -447,17 +461,21 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let lat: Vec<f64> = recorders
-        .iter()
-        .flat_map(|r| {
-            r.lock()
-                .expect("recorder")
-                .iter()
-                .map(|&ms| f64::from(ms))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // Each subscriber should see each event once: distinct numbers are
+    // deliveries, repeats are duplicates, and only first arrivals count
+    // towards latency.
+    let mut lat: Vec<f64> = Vec::with_capacity(expected as usize);
+    let mut duplicates = 0u64;
+    for r in &recorders {
+        let mut seen = r.lock().expect("recorder").clone();
+        seen.sort_by_key(|&(n, _)| n);
+        let before = seen.len();
+        seen.dedup_by_key(|&mut (n, _)| n);
+        duplicates += (before - seen.len()) as u64;
+        lat.extend(seen.iter().map(|&(_, ms)| f64::from(ms)));
+    }
     let delivered = lat.len() as u64;
+    let lost = expected.saturating_sub(delivered);
     drop(stalled);
     // whosin counts the readers it dropped for not keeping up; other servers
     // may not say.
@@ -480,7 +498,8 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         "rate": a.rate,
         "events": total,
         "deliveries": delivered,
-        "lost": expected - delivered,
+        "lost": lost,
+        "duplicates": duplicates,
         "deliveries_per_second": round(delivered as f64 / a.seconds as f64),
         "latency_ms": summary(lat),
         "stalled_subscribers": a.stalled,
@@ -490,24 +509,25 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
     });
     if !a.json {
         eprintln!(
-            "broadcast: {} subscribers, {} events at {}/s: {} deliveries, lost {}, latency {}",
+            "broadcast: {} subscribers, {} events at {}/s: {} deliveries, lost {}, duplicates {}, latency {}",
             a.subscribers,
             total,
             a.rate,
             delivered,
-            expected - delivered,
+            lost,
+            duplicates,
             report["latency_ms"]
         );
     }
     println!("{report}");
-    if delivered < expected {
-        bail!("{} deliveries were lost", expected - delivered);
+    if lost > 0 || duplicates > 0 {
+        bail!("{lost} deliveries were lost and {duplicates} duplicated");
     }
     Ok(())
 }
 
 /// Milliseconds since the epoch, as f64, for send/receive stamps on one machine.
-fn started_ms() -> f64 {
+fn now_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -544,15 +564,7 @@ fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = 100.0; // USER_HZ on Linux
     let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((cpu, hwm))
+    Some((cpu, status_kb(pid, "VmHWM:")?))
 }
 
 /// One observation: a member_added (true) or member_removed of a user, and when.
@@ -592,12 +604,7 @@ impl Seen {
 }
 
 struct Member {
-    sink: futures_util::stream::SplitSink<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        Message,
-    >,
+    sink: futures_util::stream::SplitSink<Ws, Message>,
     socket_id: String,
 }
 
@@ -606,12 +613,11 @@ struct Member {
 /// bench is short enough that pings do not matter, and a slow reader would
 /// be the server's problem to report).
 async fn connect(url: &str, frames: Arc<AtomicU64>) -> Result<Member> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .context("connecting")?;
+    let ws = open(url).await.context("connecting")?;
     let (sink, mut stream) = ws.split();
     let socket_id = loop {
-        match stream.next().await {
+        let next = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await;
+        match next.context("no connection_established in time")? {
             Some(Ok(Message::Text(t))) => {
                 if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
                     ServerFrame::parse(t.as_str())
@@ -650,17 +656,41 @@ fn unmasked_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     (buf.len() >= end).then_some((b0 & 0x0F, head..end, end))
 }
 
-/// The send time carried by a broadcast event, found without parsing the
-/// frame: the event data is a JSON string, so in the frame it reads
-/// `\"t\":1234.5`. `None` for any other frame.
+/// The send time carried by a broadcast event. `None` for any other frame.
 fn sent_ms(frame: &str) -> Option<f64> {
-    const KEY: &str = r#"\"t\":"#;
-    let at = frame.find(KEY)? + KEY.len();
+    encoded_number(frame, r#"\"t\":"#)
+}
+
+/// The number of a broadcast event. `None` for any other frame.
+fn event_number(frame: &str) -> Option<u32> {
+    encoded_number(frame, r#"\"n\":"#).map(|n| n as u32)
+}
+
+/// A number in a broadcast event, found without parsing the frame: the
+/// event data is a JSON string, so in the frame a field reads `\"t\":1234.5`
+/// (`key` is that `\"t\":`).
+fn encoded_number(frame: &str, key: &str) -> Option<f64> {
+    let at = frame.find(key)? + key.len();
     let rest = &frame[at..];
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// A client WebSocket as the bench opens it.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long opening one WebSocket (TCP, handshake, first frame) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a WebSocket, bounded by [`CONNECT_TIMEOUT`].
+async fn open(url: &str) -> Result<Ws> {
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .context("timed out")??;
+    Ok(ws)
 }
 
 fn subscribe_frame(key: &str, secret: &str, socket_id: &str, channel: &str, user: &str) -> String {
@@ -721,9 +751,7 @@ async fn room(
     let frames = frames.clone();
 
     // The observer: records when each member_added / member_removed arrives.
-    let (obs_ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .context("observer connecting")?;
+    let obs_ws = open(url.as_str()).await.context("observer connecting")?;
     let (mut obs_sink, mut obs_stream) = obs_ws.split();
     let obs_socket = loop {
         match tokio::time::timeout(Duration::from_secs(10), obs_stream.next()).await {
@@ -758,7 +786,6 @@ async fn room(
                 Ok(ServerFrame::SubscriptionSucceeded { .. }) => {
                     let _ = ready_tx.send(());
                 }
-                Ok(ServerFrame::Ping) => {}
                 _ => {}
             }
         }
@@ -950,6 +977,7 @@ mod tests {
         let data = json!({"n": 3, "t": 1764400000123.25, "pad": ""}).to_string();
         let frame = json!({"event": "tick", "channel": "c", "data": data}).to_string();
         assert_eq!(sent_ms(&frame), Some(1764400000123.25));
+        assert_eq!(event_number(&frame), Some(3));
         assert_eq!(
             sent_ms(
                 r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}"#

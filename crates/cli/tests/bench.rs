@@ -4,13 +4,16 @@
 mod common;
 
 use common::*;
-use std::process::Command;
+use std::time::Duration;
+
+/// Every bench run here is small; this bounds a stuck one.
+const BENCH_DEADLINE: Duration = Duration::from_secs(120);
 
 #[test]
 fn presence_bench_reports_latencies_and_no_lost_events() {
     let server = ServerProcess::start(&[]);
-    let out = Command::new(bin())
-        .args([
+    let out = run_bounded(
+        &[
             "bench",
             "presence",
             "--url",
@@ -28,9 +31,9 @@ fn presence_bench_reports_latencies_and_no_lost_events() {
             "--json",
             "--server-pid",
             &server.child.id().to_string(),
-        ])
-        .output()
-        .expect("run whosin bench");
+        ],
+        BENCH_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "bench failed: {}",
@@ -59,8 +62,8 @@ fn presence_bench_reports_latencies_and_no_lost_events() {
 
 #[test]
 fn bench_refuses_non_loopback_targets() {
-    let out = Command::new(bin())
-        .args([
+    let out = run_bounded(
+        &[
             "bench",
             "presence",
             "--url",
@@ -69,9 +72,9 @@ fn bench_refuses_non_loopback_targets() {
             "k",
             "--secret",
             "s",
-        ])
-        .output()
-        .unwrap();
+        ],
+        BENCH_DEADLINE,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }
@@ -80,8 +83,8 @@ fn bench_refuses_non_loopback_targets() {
 fn idle_and_broadcast_benches_report_and_lose_nothing() {
     let server = ServerProcess::start(&[]);
     let pid = server.child.id().to_string();
-    let out = Command::new(bin())
-        .args([
+    let out = run_bounded(
+        &[
             "bench",
             "idle",
             "--url",
@@ -93,9 +96,9 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
             "--server-pid",
             &pid,
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ],
+        BENCH_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -108,8 +111,8 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
             >= idle["server_rss_before_kb"].as_u64().unwrap()
     );
 
-    let out = Command::new(bin())
-        .args([
+    let out = run_bounded(
+        &[
             "bench",
             "broadcast",
             "--url",
@@ -131,9 +134,9 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
             "--stalled",
             "1",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ],
+        BENCH_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -143,6 +146,7 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
     assert_eq!(b["events"], 20);
     assert_eq!(b["deliveries"], 20 * 50);
     assert_eq!(b["lost"], 0);
+    assert_eq!(b["duplicates"], 0);
     assert_eq!(b["latency_ms"]["n"], 1000);
     assert_eq!(b["stalled_subscribers"], 1);
     assert!(
@@ -154,8 +158,8 @@ fn idle_and_broadcast_benches_report_and_lose_nothing() {
 #[test]
 fn rooms_bench_runs_several_channels_at_once() {
     let server = ServerProcess::start(&[]);
-    let out = Command::new(bin())
-        .args([
+    let out = run_bounded(
+        &[
             "bench",
             "rooms",
             "--url",
@@ -173,9 +177,9 @@ fn rooms_bench_runs_several_channels_at_once() {
             "--timeout",
             "60",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ],
+        BENCH_DEADLINE,
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -260,7 +260,11 @@ pub enum Data<'a> {
 }
 
 fn frame(event: &str, channel: Option<&str>, data: Data<'_>, user_id: Option<&str>) -> String {
-    let mut out = String::with_capacity(64 + event.len());
+    let data_len = match data {
+        Data::Str(d) => d.len() + d.len() / 8 + 2,
+        Data::Raw(r) => r.len(),
+    };
+    let mut out = String::with_capacity(64 + event.len() + channel.map_or(0, str::len) + data_len);
     out.push_str(r#"{"event":"#);
     out.push_str(&json_string(event));
     if let Some(ch) = channel {
@@ -327,18 +331,14 @@ pub mod server {
         )
     }
 
-    /// `pusher_internal:subscription_succeeded` with `data` already escaped
-    /// as the contents of a JSON string (see
+    /// `pusher_internal:subscription_succeeded` with `data` already a JSON
+    /// string literal, quotes included (see
     /// [`crate::Roster::subscription_succeeded`]).
-    pub fn subscription_succeeded_escaped(channel: &str, data: &str) -> String {
-        let mut quoted = String::with_capacity(data.len() + 2);
-        quoted.push('"');
-        quoted.push_str(data);
-        quoted.push('"');
+    pub fn subscription_succeeded_quoted(channel: &str, data: &str) -> String {
         frame(
             "pusher_internal:subscription_succeeded",
             Some(channel),
-            Data::Raw(&quoted),
+            Data::Raw(data),
             None,
         )
     }

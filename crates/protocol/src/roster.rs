@@ -229,13 +229,13 @@ fn escaped_presence_frame<'a, I>(channel: &str, entries: impl Fn() -> I) -> Stri
 where
     I: Iterator<Item = (&'a str, usize)>,
 {
-    let (mut size, mut count) = (48, 0);
+    let (mut size, mut count) = (80, 0);
     for (e, id_len) in entries() {
         size += e.len() + id_len + 2;
         count += 1;
     }
     let mut data = String::with_capacity(size);
-    data.push_str(r#"{\"presence\":{\"ids\":["#);
+    data.push_str(r#""{\"presence\":{\"ids\":["#);
     for (i, (e, id_len)) in entries().enumerate() {
         if i > 0 {
             data.push(',');
@@ -249,8 +249,8 @@ where
         }
         data.push_str(e);
     }
-    data.push_str(&format!(r#"}},\"count\":{count}}}}}"#));
-    crate::frame::server::subscription_succeeded_escaped(channel, &data)
+    data.push_str(&format!(r#"}},\"count\":{count}}}}}""#));
+    crate::frame::server::subscription_succeeded_quoted(channel, &data)
 }
 
 /// A string as a JSON string literal.

@@ -47,6 +47,14 @@ struct Channel {
 }
 
 impl Channel {
+    /// An empty channel of `kind`: presence channels carry a roster.
+    fn new(kind: ChannelKind) -> Channel {
+        Channel {
+            subscribers: HashMap::new(),
+            roster: (kind == ChannelKind::Presence).then(Roster::new),
+        }
+    }
+
     /// Queues `frame` to every subscriber but `except`.
     fn broadcast(&mut self, frame: &Frame, except: Option<u64>) {
         self.broadcast_except(frame, |id, _| Some(id) == except);
@@ -343,10 +351,7 @@ impl App {
         let channel = state
             .channels
             .entry(sub.channel.clone())
-            .or_insert_with(|| Channel {
-                subscribers: HashMap::new(),
-                roster: (kind == ChannelKind::Presence).then(Roster::new),
-            });
+            .or_insert_with(|| Channel::new(kind));
         let user_id: Option<Arc<str>> = presence.as_ref().map(|p| Arc::from(p.user_id.as_str()));
 
         if let Some(existing) = channel.subscribers.get(&outbox.id) {
@@ -425,36 +430,46 @@ impl App {
             let channel = state
                 .channels
                 .entry(sub.channel.clone())
-                .or_insert_with(|| Channel {
-                    subscribers: HashMap::new(),
-                    roster: Some(Roster::new()),
-                });
+                .or_insert_with(|| Channel::new(ChannelKind::Presence));
             if channel.subscribers.contains_key(&outbox.id) {
-                drop(state);
-                return self
-                    .subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
-                    .map(|r| r.0);
+                None
+            } else {
+                let roster = channel.roster.get_or_insert_with(Roster::new);
+                // This node's members are a subset of the cluster's: a user
+                // refused here would be refused there. Checked here too, so the
+                // cap holds while Redis is away.
+                if !roster.admits(&pd.user_id, self.config.max_presence_members) {
+                    if channel.subscribers.is_empty() {
+                        state.channels.remove(&sub.channel);
+                    }
+                    return Err(self.full(&sub.channel));
+                }
+                roster.join(&pd.user_id, pd.user_info.clone(), outbox.id);
+                channel.subscribers.insert(
+                    outbox.id,
+                    Subscriber {
+                        outbox: outbox.clone(),
+                        user_id: Some(user.clone()),
+                        pending: Some(Vec::new()),
+                    },
+                );
+                Some(cluster.join_start(
+                    &self.config.id,
+                    &sub.channel,
+                    &pd.user_id,
+                    &pd.user_info,
+                    self.config.max_presence_members,
+                    &outbox.socket_id,
+                ))
             }
-            if let Some(r) = channel.roster.as_mut() {
-                r.join(&pd.user_id, pd.user_info.clone(), outbox.id);
-            }
-            channel.subscribers.insert(
-                outbox.id,
-                Subscriber {
-                    outbox: outbox.clone(),
-                    user_id: Some(user.clone()),
-                    pending: Some(Vec::new()),
-                },
-            );
-            cluster.join_start(
-                &self.config.id,
-                &sub.channel,
-                &pd.user_id,
-                &pd.user_info,
-                self.config.max_presence_members,
-                &outbox.socket_id,
-            )
         };
+        let Some(reply) = reply else {
+            return self.resubscribe_clustered(cluster, outbox, sub, pd).await;
+        };
+        // Not given a timeout of its own: the writer answers in order and
+        // every Redis operation it runs is bounded by the response timeout.
+        // Serving a partial local roster after a wait of our own would not
+        // be corrected later (no resync follows), unlike a Redis failure.
         let result = reply.await.ok().flatten();
         let mut state = self.state();
         let Some(channel) = state.channels.get_mut(&sub.channel) else {
@@ -507,6 +522,45 @@ impl App {
         }
         cluster.occupancy(&self.config.id, &sub.channel, 1);
         Ok(Some(user))
+    }
+
+    /// A repeated subscribe of a connection already in a clustered presence
+    /// channel: confirmed again with the cluster-wide roster (this node's
+    /// alone would make the client drop everyone on other nodes), or this
+    /// node's when Redis does not answer.
+    async fn resubscribe_clustered(
+        &self,
+        cluster: &Arc<Cluster>,
+        outbox: &Outbox,
+        sub: &SubscribeData,
+        pd: PresenceData,
+    ) -> Result<Option<Arc<str>>, SubscribeError> {
+        let Some(members) = cluster.roster(&self.config.id, &sub.channel).await else {
+            return self
+                .subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
+                .map(|r| r.0);
+        };
+        let state = self.state();
+        let same_user = state
+            .channels
+            .get(&sub.channel)
+            .and_then(|c| c.subscribers.get(&outbox.id))
+            .map(|me| me.user_id.as_deref() == Some(pd.user_id.as_str()));
+        match same_user {
+            Some(true) => {
+                outbox.send(Frame::from(subscription_succeeded_for(
+                    &sub.channel,
+                    members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
+                )));
+                Ok(Some(Arc::from(pd.user_id.as_str())))
+            }
+            // Another user, or gone meanwhile: the local rules answer.
+            _ => {
+                drop(state);
+                self.subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
+                    .map(|r| r.0)
+            }
+        }
     }
 
     /// Removes a connection from a channel, announcing `member_removed` when

@@ -60,12 +60,20 @@ impl ClusterConfig {
 
 const NODES: &str = "whosin:nodes";
 
+/// Shared by every script: the nodes whose heartbeat is younger than
+/// `expiry` ms, by Redis's own clock.
+const LIVE_LUA: &str = r#"
+local function live_nodes(expiry)
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  return redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')
+end
+"#;
+
 /// Shared by the roster and join scripts: the union of a channel's users
 /// over live nodes and this one, and the `id, info, id, info...` answer.
 const UNION_LUA: &str = r#"
 local function union(prefix, ch, node, expiry)
-  local t = redis.call('TIME')
-  local now = t[1] * 1000 + math.floor(t[2] / 1000)
   local seen, ids = {}, {}
   local function add(n)
     for _, u in ipairs(redis.call('HKEYS', prefix .. 'p:' .. ch .. ':' .. n)) do
@@ -73,7 +81,7 @@ local function union(prefix, ch, node, expiry)
     end
   end
   add(node)
-  for _, n in ipairs(redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')) do
+  for _, n in ipairs(live_nodes(expiry)) do
     if n ~= node then add(n) end
   end
   return seen, ids
@@ -117,9 +125,7 @@ local prefix, ch, node, user, expiry = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonum
 local mine = prefix .. 'p:' .. ch .. ':' .. node
 if redis.call('HDEL', mine, user) == 0 then return 0 end
 if redis.call('HLEN', mine) == 0 then redis.call('SREM', prefix .. 'pc:' .. node, ch) end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')) do
+for _, n in ipairs(live_nodes(expiry)) do
   if n ~= node and redis.call('HEXISTS', prefix .. 'p:' .. ch .. ':' .. n, user) == 1 then return 0 end
 end
 redis.call('HDEL', prefix .. 'pi:' .. ch, user)
@@ -130,9 +136,7 @@ return 1
 /// gone cluster-wide.
 const SWEEP_LUA: &str = r#"
 local prefix, dead, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local live = redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')
+local live = live_nodes(expiry)
 local out = {}
 for _, ch in ipairs(redis.call('SMEMBERS', prefix .. 'pc:' .. dead)) do
   local key = prefix .. 'p:' .. ch .. ':' .. dead
@@ -155,8 +159,6 @@ return out
 /// Occupancy summed over live nodes: {channel, subscriptions, ...}.
 const OCC_LUA: &str = r#"
 local prefix, node, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local sums, order = {}, {}
 local function add(n)
   local kv = redis.call('HGETALL', prefix .. 'occ:' .. n)
@@ -167,7 +169,7 @@ local function add(n)
   end
 end
 add(node)
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')) do
+for _, n in ipairs(live_nodes(expiry)) do
   if n ~= node then add(n) end
 end
 local out = {}
@@ -187,11 +189,11 @@ struct Scripts {
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            roster: Script::new(&format!("{UNION_LUA}{ROSTER_LUA}")),
-            join: Script::new(&format!("{UNION_LUA}{JOIN_LUA}")),
-            leave: Script::new(LEAVE_LUA),
-            sweep: Script::new(SWEEP_LUA),
-            occupancy: Script::new(OCC_LUA),
+            roster: Script::new(&format!("{LIVE_LUA}{UNION_LUA}{ROSTER_LUA}")),
+            join: Script::new(&format!("{LIVE_LUA}{UNION_LUA}{JOIN_LUA}")),
+            leave: Script::new(&format!("{LIVE_LUA}{LEAVE_LUA}")),
+            sweep: Script::new(&format!("{LIVE_LUA}{SWEEP_LUA}")),
+            occupancy: Script::new(&format!("{LIVE_LUA}{OCC_LUA}")),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Mailbox, Outbox};
 use crate::server::Shared;
-use crate::ws::{Message, ReadError, Socket};
+use crate::ws::{Message, ReadError, Socket, CLOSE_WRITE_TIMEOUT};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +28,6 @@ use whosin_protocol::{ClientFrame, CloseCode};
 const WRITE_BATCH: usize = 64;
 /// Messages handled before the task looks at its outbound queue again.
 const READ_BUDGET: usize = 32;
-/// How long a refusal may take to go out.
-const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection's membership in the app, undone on drop.
 struct Session {
@@ -77,7 +75,7 @@ fn close_reason(code: u16) -> &'static str {
 /// Refuses a connection: `pusher:error` with the code, then a close frame.
 pub(crate) async fn refuse(mut sock: Socket, code: CloseCode) {
     let error = Frame::from(server::error(Some(code.code()), code.reason()));
-    let _ = timeout(REFUSE_WRITE_TIMEOUT, sock.write_texts(&[error])).await;
+    let _ = timeout(CLOSE_WRITE_TIMEOUT, sock.write_texts(&[error])).await;
     sock.close(code.code(), code.reason()).await;
 }
 

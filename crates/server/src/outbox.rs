@@ -126,18 +126,22 @@ impl Outbox {
         if m.close_requested().is_some() {
             return;
         }
+        // Some(was_empty) when queued.
         let queued = {
             let mut q = m.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() < m.capacity {
+            (q.len() < m.capacity).then(|| {
                 q.push_back(frame);
-                true
-            } else {
-                false
-            }
+                q.len() == 1
+            })
         };
-        if queued {
+        if let Some(was_empty) = queued {
             Metrics::inc(&m.metrics.messages_out);
-            m.notify.notify_one();
+            // Only the first frame needs a wake-up: the task looks at the
+            // queue again before it waits, so later ones are found then.
+            // (This keeps a burst from waking a task stuck in a write.)
+            if was_empty {
+                m.notify.notify_one();
+            }
         } else if m.close(CloseCode::OverCapacity) {
             Metrics::inc(&m.metrics.slow_client_disconnects);
         }

@@ -260,8 +260,7 @@ async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Optio
 /// The largest request head the fast path reads.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Opens a WebSocket without the HTTP stack and runs the connection in
-/// this task.
+/// Opens a WebSocket without the HTTP stack and starts its connection task.
 async fn direct_websocket(stream: TcpStream, shared: Arc<Shared>) {
     // Boxed and in its own function: the handshake's buffers and headers
     // are freed before the connection's long life begins.

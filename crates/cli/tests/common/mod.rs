@@ -132,6 +132,35 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::Ex
     }
 }
 
+/// Runs `whosin ARGS` to its end and returns what it printed; panics if it
+/// has not exited within `within` (it is killed first).
+pub fn run_bounded(args: &[&str], within: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start whosin");
+    // Drained while it runs, so a full pipe cannot stall it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_exit(&mut child, within)
+        .unwrap_or_else(|| panic!("whosin {args:?} did not exit within {within:?}"));
+    std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
 /// A visitor: a client joined to [`CHANNEL`] as `user`, signing locally,
 /// with fast timers so tests of failures finish quickly.
 pub fn visitor(url: &str, user: &str) -> (Client, Log) {

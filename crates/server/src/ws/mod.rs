@@ -9,4 +9,5 @@ pub mod handshake;
 mod socket;
 
 pub use frame::Message;
+pub(crate) use socket::CLOSE_WRITE_TIMEOUT;
 pub use socket::{ReadError, Socket};

@@ -20,8 +20,8 @@ use tokio::time::timeout;
 /// Free space made in the read buffer before each read. Small: client
 /// frames are small, and a larger message just takes more reads.
 const READ_RESERVE: usize = 512;
-/// How long a close frame may take to go out.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a close frame (or a refusal) may take to go out.
+pub(crate) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait for the client's side of the close after ours. Dropping
 /// a socket with unread input makes the kernel send a reset, which can
 /// destroy the close frame before the client reads it.
