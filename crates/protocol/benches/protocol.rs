@@ -5,7 +5,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
 use whosin_protocol::frame::{server, Data};
-use whosin_protocol::{sign, ClientFrame, Roster};
+use whosin_protocol::roster::{presence_json, subscription_succeeded_escaped};
+use whosin_protocol::{sign, ClientFrame, EscapedMember, Presence};
 
 fn frames(c: &mut Criterion) {
     let subscribe = r#"{"event":"pusher:subscribe","data":{"channel":"presence-whosin","auth":"278d425bdf160c739803:31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80","channel_data":"{\"user_id\":\"v-123\",\"user_info\":{\"name\":\"Ada Lovelace\",\"ip\":\"203.0.113.7\"}}"}}"#;
@@ -74,30 +75,36 @@ fn signing(c: &mut Criterion) {
 
 fn roster(c: &mut Criterion) {
     let info: Arc<str> = Arc::from(r#"{"name":"Visitor","ip":"203.0.113.7"}"#);
-    let mut full: Roster<u64> = Roster::new();
+    let mut full: Presence<u64> = Presence::new();
     for i in 0..10_000u64 {
-        full.join(&format!("user-{i}"), info.clone(), i);
+        full.join(&format!("user-{i}"), info.clone(), i, usize::MAX)
+            .unwrap();
     }
-    c.bench_function("roster join+leave at 10k members", |b| {
+    c.bench_function("presence join+leave at 10k members", |b| {
         b.iter_batched(
             || full.clone(),
-            |mut r| {
-                r.join("newcomer", info.clone(), 99_999);
-                r.leave("newcomer", &99_999);
-                r
+            |mut p| {
+                let _ = p.join("newcomer", info.clone(), 99_999, usize::MAX);
+                p.leave("newcomer", &99_999);
+                p
             },
             BatchSize::LargeInput,
         )
     });
-    c.bench_function("roster second tab at 10k members", |b| {
-        let mut r = full.clone();
+    c.bench_function("presence second tab at 10k members", |b| {
+        let mut p = full.clone();
         b.iter(|| {
-            r.join(black_box("user-5000"), info.clone(), 123_456);
-            r.leave("user-5000", &123_456);
+            let _ = p.join(black_box("user-5000"), info.clone(), 123_456, usize::MAX);
+            p.leave("user-5000", &123_456);
         })
     });
+    let pairs: Vec<(String, String)> = full
+        .iter()
+        .map(|(u, i)| (u.to_string(), i.to_string()))
+        .collect();
+    let pairs = || pairs.iter().map(|(u, i)| (u.as_str(), i.as_str()));
     c.bench_function("subscription_succeeded roster JSON at 10k members", |b| {
-        b.iter(|| black_box(&full).presence_json())
+        b.iter(|| presence_json(black_box(pairs())))
     });
     c.bench_function(
         "subscription_succeeded frame, encoded then escaped, at 10k members",
@@ -105,14 +112,19 @@ fn roster(c: &mut Criterion) {
             b.iter(|| {
                 server::subscription_succeeded(
                     "presence-whosin",
-                    Some(&black_box(&full).presence_json()),
+                    Some(&presence_json(black_box(pairs()))),
                 )
             })
         },
     );
+    let escaped: Vec<EscapedMember> = pairs().map(|(u, i)| EscapedMember::new(u, i)).collect();
     c.bench_function(
         "subscription_succeeded frame from entries escaped at join, at 10k members",
-        |b| b.iter(|| black_box(&full).subscription_succeeded("presence-whosin")),
+        |b| {
+            b.iter(|| {
+                subscription_succeeded_escaped("presence-whosin", || black_box(&escaped).iter())
+            })
+        },
     );
 }
 

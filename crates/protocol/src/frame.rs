@@ -333,7 +333,7 @@ pub mod server {
 
     /// `pusher_internal:subscription_succeeded` with `data` already a JSON
     /// string literal, quotes included (see
-    /// [`crate::Roster::subscription_succeeded`]).
+    /// [`crate::roster::subscription_succeeded_escaped`]).
     pub fn subscription_succeeded_quoted(channel: &str, data: &str) -> String {
         frame(
             "pusher_internal:subscription_succeeded",
@@ -795,10 +795,8 @@ mod tests {
 
     #[test]
     fn subscription_succeeded_presence_round_trip() {
-        let mut r = crate::Roster::new();
-        r.join("u1", Arc::from(r#"{"name":"A"}"#), 1u32);
-        r.join("u2", Arc::from("null"), 2u32);
-        let f = server::subscription_succeeded("presence-x", Some(&r.presence_json()));
+        let json = crate::roster::presence_json([("u1", r#"{"name":"A"}"#), ("u2", "null")]);
+        let f = server::subscription_succeeded("presence-x", Some(&json));
         let ServerFrame::SubscriptionSucceeded {
             members: Some(mut m),
             ..

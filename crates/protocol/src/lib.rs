@@ -11,8 +11,9 @@
 //! * [`channel`] knows channel kinds and name rules.
 //! * [`sign`] makes and checks every HMAC the protocol uses (channel auth,
 //!   user sign-in, REST requests, webhooks), comparing in constant time.
-//! * [`roster`] is the presence state machine: users, the connections that
-//!   hold them, and the exact join/leave transitions.
+//! * [`presence`] is the presence model: users, who holds them, and the
+//!   exact changes (added, removed) each join and leave makes.
+//! * [`roster`] encodes a roster into `subscription_succeeded`.
 //! * [`close`] names the WebSocket close codes and what a client should do.
 //! * [`limits`] holds the size limits Pusher documents.
 
@@ -20,10 +21,12 @@ pub mod channel;
 pub mod close;
 pub mod frame;
 pub mod limits;
+pub mod presence;
 pub mod roster;
 pub mod sign;
 
 pub use channel::{ChannelKind, ChannelName, ChannelNameError};
 pub use close::CloseCode;
 pub use frame::{ClientFrame, FrameError, PresenceData, SubscribeData};
-pub use roster::{Join, Leave, Roster};
+pub use presence::{Change, Full, Presence};
+pub use roster::EscapedMember;

@@ -6,13 +6,15 @@
 //! client, terminate, rate limit) and server shutdown, plus one deadline for
 //! the activity/pong timer. Input and output take turns in bounded slices,
 //! so a client that floods cannot starve its own deliveries and a burst of
-//! deliveries cannot stop it from being read. Cleanup lives in [`Session`]'s
-//! `Drop`, so a connection leaves its channels however the task ends.
+//! deliveries cannot stop it from being read. What the connection is to the
+//! rest of the server lives in its [`Handler`] (mini-redis's name), whose
+//! `Drop` is the cleanup, so a connection leaves its channels however the
+//! task ends.
 
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Mailbox, Outbox};
-use crate::server::Shared;
+use crate::shared::{LiveConnection, Shared};
 use crate::ws::{Message, ReadError, Socket, CLOSE_WRITE_TIMEOUT};
 use std::future::Future;
 use std::pin::Pin;
@@ -29,15 +31,26 @@ const WRITE_BATCH: usize = 64;
 /// Messages handled before the task looks at its outbound queue again.
 const READ_BUDGET: usize = 32;
 
-/// A connection's membership in the app, undone on drop.
-struct Session {
+/// One connection as the rest of the server knows it: what it joined, who
+/// it signed in as, and what it may still send. Dropping it undoes the
+/// membership (channels left, sign-in forgotten, quota slot given back).
+struct Handler {
+    /// The app the client connected to (by key).
     app: Arc<App>,
+    /// Server-wide configuration and counters.
+    shared: Arc<Shared>,
+    /// Where frames for this client are queued; carries the connection's
+    /// number and the socket id it was given.
     outbox: Outbox,
+    /// Channels subscribed, in subscription order: left on drop.
     channels: Vec<String>,
+    /// The user of a successful `pusher:signin`, forgotten on drop.
     signed_in: Option<String>,
+    /// Client events sent in the current second (the rate limit).
+    rate: RateWindow,
 }
 
-impl Drop for Session {
+impl Drop for Handler {
     fn drop(&mut self) {
         for ch in self.channels.drain(..) {
             self.app.unsubscribe(self.outbox.id, &ch);
@@ -91,6 +104,11 @@ enum End {
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
+    // Held to the very end, past the close handshake: shutdown waits for it.
+    let Some(_live): Option<LiveConnection> = shared.track() else {
+        Box::pin(refuse(sock, CloseCode::Reconnect)).await;
+        return;
+    };
     if !app.try_open_connection() {
         tracing::warn!(app = %app.config.id, "connection refused: over quota");
         Box::pin(refuse(sock, CloseCode::OverConnectionQuota)).await;
@@ -104,11 +122,16 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         shared.config.outbound_queue,
         shared.metrics.clone(),
     );
-    let mut session = Session {
+    let mut handler = Handler {
         app: app.clone(),
+        shared: shared.clone(),
         outbox,
         channels: Vec::new(),
         signed_in: None,
+        rate: RateWindow {
+            start: Instant::now(),
+            count: 0,
+        },
     };
     Metrics::inc(&shared.metrics.connections_total);
     let activity = shared.config.activity_timeout;
@@ -117,7 +140,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         activity.as_secs(),
     ));
     if sock.write_texts(&[hello]).await.is_err() {
-        drop(session);
+        drop(handler);
         Box::pin(sock.finish()).await;
         return;
     }
@@ -129,10 +152,6 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     // broadcast's cost per subscriber.
     let shutdown = shutdown_requested(shared.shutdown.clone());
     tokio::pin!(shutdown);
-    let mut rate = RateWindow {
-        start: Instant::now(),
-        count: 0,
-    };
     let mut live = Liveness::new(activity, shared.config.pong_timeout);
     let timer = sleep_until(live.deadline);
     tokio::pin!(timer);
@@ -162,7 +181,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         }
 
         if std::mem::take(&mut live.ping_due) {
-            session.outbox.send(Frame::from(server::ping()));
+            handler.outbox.send(Frame::from(server::ping()));
         }
         if mailbox.has_frames() {
             let mut batch = Vec::new();
@@ -207,15 +226,14 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
                         // in a cluster) is a large future, needed only
                         // while a message is handled, not for the life of
                         // every idle connection.
-                        let handled =
-                            Box::pin(handle_text(&mut session, &shared, &mut rate, &text));
+                        let handled = Box::pin(handler.apply(&text));
                         if let Some(code) = handled.await {
                             break 'conn End::Close(code.code());
                         }
                     }
                     Message::Binary(_) => {
                         Metrics::inc(&shared.metrics.malformed_frames);
-                        session.outbox.send(Frame::from(server::error(
+                        handler.outbox.send(Frame::from(server::error(
                             None,
                             "binary frames are not part of the Pusher protocol; send JSON text frames",
                         )));
@@ -246,7 +264,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         }
     };
     // Leave channels before the close frame goes out, so peers learn at once.
-    drop(session);
+    drop(handler);
     // Boxed, like message handling: the close handshake's timers and
     // buffers are needed once, at the end, not for the connection's life.
     match end {
@@ -351,101 +369,96 @@ async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Acts on one text frame. Returns a close code when the connection must end.
-async fn handle_text(
-    session: &mut Session,
-    shared: &Shared,
-    rate: &mut RateWindow,
-    text: &str,
-) -> Option<CloseCode> {
-    let app = &session.app;
-    let frame = match ClientFrame::parse(text) {
-        Ok(f) => f,
-        Err(e) => {
-            Metrics::inc(&shared.metrics.malformed_frames);
-            session
-                .outbox
-                .send(Frame::from(server::error(None, &e.to_string())));
-            return None;
-        }
-    };
-    match frame {
-        ClientFrame::Ping => session.outbox.send(Frame::from(server::pong())),
-        ClientFrame::Pong => {}
-        ClientFrame::Subscribe(sub) => match app.subscribe(&session.outbox, &sub).await {
-            Ok(_) => {
-                if !session.channels.contains(&sub.channel) {
-                    session.channels.push(sub.channel);
-                }
-            }
+impl Handler {
+    /// Acts on one text frame. Returns a close code when the connection must end.
+    async fn apply(&mut self, text: &str) -> Option<CloseCode> {
+        let app = &self.app;
+        let shared = &self.shared;
+        let frame = match ClientFrame::parse(text) {
+            Ok(f) => f,
             Err(e) => {
-                tracing::debug!(channel = %sub.channel, status = e.status, error = %e.message, "subscription refused");
-                session.outbox.send(Frame::from(server::subscription_error(
-                    &sub.channel,
-                    e.status,
-                    &e.message,
-                )));
+                Metrics::inc(&shared.metrics.malformed_frames);
+                self.outbox
+                    .send(Frame::from(server::error(None, &e.to_string())));
+                return None;
             }
-        },
-        ClientFrame::Unsubscribe { channel } => {
-            app.unsubscribe(session.outbox.id, &channel);
-            session.channels.retain(|c| *c != channel);
-        }
-        ClientFrame::Signin { auth, user_data } => {
-            let verified = verify_signin_auth(
-                &app.config.key,
-                &app.config.secret,
-                &session.outbox.socket_id,
-                &user_data,
-                &auth,
-            );
-            let user_id = serde_json::from_str::<serde_json::Value>(&user_data)
-                .ok()
-                .and_then(|v| match &v["id"] {
-                    serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                });
-            match (verified, user_id) {
-                (Ok(()), Some(user)) => {
-                    if let Some(old) = session.signed_in.replace(user.clone()) {
-                        app.sign_out(session.outbox.id, &old);
+        };
+        match frame {
+            ClientFrame::Ping => self.outbox.send(Frame::from(server::pong())),
+            ClientFrame::Pong => {}
+            ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub).await {
+                Ok(_) => {
+                    if !self.channels.contains(&sub.channel) {
+                        self.channels.push(sub.channel);
                     }
-                    app.sign_in(&session.outbox, &user);
-                    session
-                        .outbox
-                        .send(Frame::from(server::signin_success(&user_data)));
                 }
-                (Err(e), _) => {
-                    Metrics::inc(&shared.metrics.auth_failures);
-                    session.outbox.send(Frame::from(server::error(
-                        Some(CloseCode::Unauthorized.code()),
-                        &format!("signin refused: {e}"),
+                Err(e) => {
+                    tracing::debug!(channel = %sub.channel, status = e.status, error = %e.message, "subscription refused");
+                    self.outbox.send(Frame::from(server::subscription_error(
+                        &sub.channel,
+                        e.status,
+                        &e.message,
                     )));
                 }
-                (Ok(()), None) => session.outbox.send(Frame::from(server::error(
-                    None,
-                    "signin user_data must be a JSON object with a non-empty \"id\"",
-                ))),
+            },
+            ClientFrame::Unsubscribe { channel } => {
+                app.unsubscribe(self.outbox.id, &channel);
+                self.channels.retain(|c| *c != channel);
+            }
+            ClientFrame::Signin { auth, user_data } => {
+                let verified = verify_signin_auth(
+                    &app.config.key,
+                    &app.config.secret,
+                    &self.outbox.socket_id,
+                    &user_data,
+                    &auth,
+                );
+                let user_id = serde_json::from_str::<serde_json::Value>(&user_data)
+                    .ok()
+                    .and_then(|v| match &v["id"] {
+                        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    });
+                match (verified, user_id) {
+                    (Ok(()), Some(user)) => {
+                        if let Some(old) = self.signed_in.replace(user.clone()) {
+                            app.sign_out(self.outbox.id, &old);
+                        }
+                        app.sign_in(&self.outbox, &user);
+                        self.outbox
+                            .send(Frame::from(server::signin_success(&user_data)));
+                    }
+                    (Err(e), _) => {
+                        Metrics::inc(&shared.metrics.auth_failures);
+                        self.outbox.send(Frame::from(server::error(
+                            Some(CloseCode::Unauthorized.code()),
+                            &format!("signin refused: {e}"),
+                        )));
+                    }
+                    (Ok(()), None) => self.outbox.send(Frame::from(server::error(
+                        None,
+                        "signin user_data must be a JSON object with a non-empty \"id\"",
+                    ))),
+                }
+            }
+            ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            } => {
+                if !self.rate.allow(app.config.client_events_per_second) {
+                    return Some(CloseCode::ClientEventRateLimit);
+                }
+                if let Err(e) = app.client_event(&self.outbox, &channel, &event, &data) {
+                    self.outbox
+                        .send(Frame::from(server::error(None, &e.to_string())));
+                }
+            }
+            ClientFrame::Other { event } => {
+                tracing::trace!(%event, "ignoring unknown event");
             }
         }
-        ClientFrame::ClientEvent {
-            event,
-            channel,
-            data,
-        } => {
-            if !rate.allow(app.config.client_events_per_second) {
-                return Some(CloseCode::ClientEventRateLimit);
-            }
-            if let Err(e) = app.client_event(&session.outbox, &channel, &event, &data) {
-                session
-                    .outbox
-                    .send(Frame::from(server::error(None, &e.to_string())));
-            }
-        }
-        ClientFrame::Other { event } => {
-            tracing::trace!(%event, "ignoring unknown event");
-        }
+        None
     }
-    None
 }

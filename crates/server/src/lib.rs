@@ -3,15 +3,18 @@
 //! One concern per module, in the manner of mini-redis:
 //! * [`config`] — apps, limits, timings; TOML file loading.
 //! * [`server`] — binding, routing, lifetime and graceful shutdown.
+//! * [`shared`] — what every request and connection shares.
 //! * [`connection`] — one WebSocket connection's task.
 //! * [`outbox`] — a connection's bounded outbound queue.
-//! * [`app`] — one app's channels and presence rosters.
+//! * [`app`] — one app's channels, subscribers and presence members.
+//! * [`announce`] — the one place presence changes become frames.
 //! * [`cluster`] — the Redis adapter for several nodes.
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`).
 
+mod announce;
 pub mod app;
 pub mod auth_endpoint;
 pub mod cluster;
@@ -22,6 +25,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rest;
 pub mod server;
+pub mod shared;
 pub mod web;
 pub mod ws;
 

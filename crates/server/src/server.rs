@@ -7,7 +7,8 @@
 
 use crate::app::App;
 use crate::config::{ConfigError, ServerConfig};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::Metrics;
+pub use crate::shared::Shared;
 use crate::ws::{self, Socket};
 use crate::{auth_endpoint, connection, rest, web};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -22,62 +23,14 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use whosin_protocol::CloseCode;
-
-/// What every request and connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration, validated.
-    pub config: ServerConfig,
-    /// Apps in configuration order.
-    pub apps: Vec<Arc<App>>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Becomes `true` when the server shuts down.
-    pub shutdown: watch::Receiver<bool>,
-    /// The Redis adapter, when clustered.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// First part of every socket id: random per process, so ids from a
-    /// restarted server do not collide with the previous run's.
-    pub node_number: u32,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// A fresh connection number.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The app with this key.
-    pub fn app_by_key(&self, key: &str) -> Option<&Arc<App>> {
-        self.apps.iter().find(|a| a.config.key == key)
-    }
-
-    /// The app with this id.
-    pub fn app_by_id(&self, id: &str) -> Option<&Arc<App>> {
-        self.apps.iter().find(|a| a.config.id == id)
-    }
-
-    /// Gauges summed over apps.
-    pub fn gauges(&self) -> Gauges {
-        self.apps
-            .iter()
-            .map(|a| a.gauges())
-            .fold(Gauges::default(), |acc, g| Gauges {
-                connections: acc.connections + g.connections,
-                channels: acc.channels + g.channels,
-                presence_members: acc.presence_members + g.presence_members,
-            })
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +57,8 @@ pub struct Running {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    /// Ends (`None`) when the last connection's guard is dropped.
+    all_closed: mpsc::Receiver<()>,
     task: JoinHandle<()>,
 }
 
@@ -126,11 +81,9 @@ impl Running {
         }
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
-        while self.shared.apps.iter().any(|a| a.connection_count() > 0)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        drop(self.shared.stop_tracking());
+        let mut all_closed = self.all_closed;
+        let _ = tokio::time::timeout_at(deadline, all_closed.recv()).await;
         if let Some(c) = &self.shared.cluster {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c.depart()).await;
         }
@@ -154,6 +107,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = watch::channel(false);
+    let (live, all_closed) = mpsc::channel(1);
     let apps: Vec<Arc<App>> = config
         .apps
         .iter()
@@ -181,6 +135,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         cluster: cluster_handle,
         node_number: rand::random::<u32>() % 1_000_000_000,
         next_id: AtomicU64::new(1),
+        live: std::sync::Mutex::new(Some(live)),
     });
     let router = router(shared.clone());
     let task = tokio::spawn(accept_loop(listener, router, shared.clone(), shutdown));
@@ -188,6 +143,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         addr: local,
         shared,
         stop,
+        all_closed,
         task,
     })
 }

@@ -1,5 +1,5 @@
 //! One app's live state: its channels, their subscribers and presence
-//! rosters. This is the server's "db" (in mini-redis terms).
+//! members. This is the server's "db" (in mini-redis terms).
 //!
 //! All state sits behind one synchronous mutex that is never held across an
 //! `.await`: every operation takes the lock, changes state, queues the
@@ -7,118 +7,36 @@
 //! Queuing under the lock is what gives every subscriber the same order of
 //! events on a channel — a joiner's `subscription_succeeded` is always before
 //! any `member_*` that follows it.
+//!
+//! The parts, one concern each:
+//! * [`check`] — what a subscription or client event must satisfy first;
+//! * [`channels`] — the channel table and delivery to local subscribers;
+//! * [`signins`] — users signed in with `pusher:signin`;
+//! * [`quota`] — the per-app connection quota.
+//!
+//! Presence is decided by the protocol's model
+//! ([`whosin_protocol::Presence`]) and announced by [`crate::announce`].
 
+pub(crate) mod channels;
+pub(crate) mod check;
+pub(crate) mod quota;
+pub(crate) mod signins;
+
+pub use check::{ClientEventError, SubscribeError};
+
+use crate::announce::{announce, frame_for};
 use crate::cluster::{Cluster, JoinResult};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use channels::{Channel, ChannelTable, Subscriber};
+use quota::ConnectionQuota;
+use signins::SignIns;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use whosin_protocol::frame::{server, Data};
 use whosin_protocol::roster::subscription_succeeded_for;
-use whosin_protocol::sign::verify_channel_auth;
-use whosin_protocol::{
-    ChannelKind, ChannelName, CloseCode, Join, Leave, PresenceData, Roster, SubscribeData,
-};
-
-/// A subscriber of one channel.
-#[derive(Debug)]
-struct Subscriber {
-    outbox: Outbox,
-    /// The presence user this connection holds on the channel.
-    user_id: Option<Arc<str>>,
-    /// While a clustered presence subscribe waits for the cluster roster,
-    /// frames for it are held here and sent after `subscription_succeeded`,
-    /// so nothing that happens meanwhile is missed.
-    pending: Option<Vec<Frame>>,
-}
-
-/// Frames held for one pending subscriber at most; more means it is closed
-/// as too slow, as with a full outbound queue.
-const MAX_PENDING: usize = 1024;
-
-/// One occupied channel. It exists only while it has subscribers.
-#[derive(Debug, Default)]
-struct Channel {
-    subscribers: HashMap<u64, Subscriber>,
-    /// Present for presence channels.
-    roster: Option<Roster<u64>>,
-}
-
-impl Channel {
-    /// An empty channel of `kind`: presence channels carry a roster.
-    fn new(kind: ChannelKind) -> Channel {
-        Channel {
-            subscribers: HashMap::new(),
-            roster: (kind == ChannelKind::Presence).then(Roster::new),
-        }
-    }
-
-    /// Queues `frame` to every subscriber but `except`.
-    fn broadcast(&mut self, frame: &Frame, except: Option<u64>) {
-        self.broadcast_except(frame, |id, _| Some(id) == except);
-    }
-
-    /// Queues `frame` to every subscriber for which `skip` is false, in one
-    /// pass (the exclusion is checked as the sends go, never by a scan first).
-    fn broadcast_except(&mut self, frame: &Frame, skip: impl Fn(u64, &Outbox) -> bool) {
-        for (id, sub) in self.subscribers.iter_mut() {
-            if skip(*id, &sub.outbox) {
-                continue;
-            }
-            match &mut sub.pending {
-                Some(held) if held.len() < MAX_PENDING => held.push(frame.clone()),
-                Some(_) => sub.outbox.close(CloseCode::OverCapacity),
-                None => sub.outbox.send(frame.clone()),
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct State {
-    channels: HashMap<String, Channel>,
-    /// Users signed in with `pusher:signin`, for `terminate_connections`.
-    signed_in: HashMap<Arc<str>, Vec<Outbox>>,
-}
-
-/// Why a subscription was refused; sent as `pusher:subscription_error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeError {
-    /// HTTP-like status: 400 bad request, 401 bad signature, 403 full, 413 too large.
-    pub status: u16,
-    /// What went wrong and what to do.
-    pub message: String,
-}
-
-impl SubscribeError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
-        SubscribeError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-/// Why a client event was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientEventError {
-    /// Not a private or presence channel.
-    #[error("client events are only allowed on private and presence channels, not {0:?}")]
-    PublicChannel(String),
-    /// The sender is not subscribed to the channel.
-    #[error("subscribe to {0:?} before sending client events to it")]
-    NotSubscribed(String),
-    /// The payload is too large.
-    #[error("client event data is {len} bytes; the limit is {max}")]
-    TooLarge {
-        /// Size.
-        len: usize,
-        /// Limit.
-        max: usize,
-    },
-}
+use whosin_protocol::{Change, ChannelKind, CloseCode, PresenceData, SubscribeData};
 
 /// What is known about one occupied channel, for the REST API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,13 +47,20 @@ pub struct ChannelInfo {
     pub user_count: Option<usize>,
 }
 
+/// Everything behind the app's one lock.
+#[derive(Debug, Default)]
+struct State {
+    table: ChannelTable,
+    signins: SignIns,
+}
+
 /// A served app.
 #[derive(Debug)]
 pub struct App {
     /// Its configuration.
     pub config: AppConfig,
     state: Mutex<State>,
-    connections: AtomicUsize,
+    quota: ConnectionQuota,
     metrics: Arc<Metrics>,
     /// Set when the server shuts down: every connection is about to be
     /// closed, so telling each one that the others left would only be noise
@@ -149,9 +74,9 @@ impl App {
     /// A new app with no connections.
     pub fn new(config: AppConfig, metrics: Arc<Metrics>) -> App {
         App {
+            quota: ConnectionQuota::new(config.max_connections),
             config,
             state: Mutex::new(State::default()),
-            connections: AtomicUsize::new(0),
             metrics,
             shutting_down: AtomicBool::new(false),
             cluster: OnceLock::new(),
@@ -167,10 +92,16 @@ impl App {
         self.cluster.get()
     }
 
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in this module; the
+        // state is still consistent enough to keep serving other clients.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Sends `frame` to the channel's subscribers: through the cluster bus
     /// when clustered (every node delivers), else directly. `except` is the
     /// connection (and its socket id) to leave out.
-    fn fan_out(
+    fn publish(
         &self,
         channel: &mut Channel,
         name: &str,
@@ -179,20 +110,21 @@ impl App {
     ) {
         match self.cluster() {
             Some(c) => c.publish(&self.config.id, name, &frame, except.map(|e| e.1)),
-            None => channel.broadcast(&frame, except.map(|e| e.0)),
+            None => channel.send_all(&frame, except.map(|e| e.0)),
         }
     }
 
-    /// Delivers a frame that came over the cluster bus to local subscribers.
+    /// Delivers a frame to this node's subscribers of a channel (a frame
+    /// that came over the cluster bus, or a REST event on one node).
     pub fn deliver(&self, channel_name: &str, frame: &Frame, except_socket: Option<&str>) {
         if self.shutting_down.load(Ordering::Acquire) {
             return;
         }
         let mut state = self.state();
-        let Some(channel) = state.channels.get_mut(channel_name) else {
+        let Some(channel) = state.table.channels.get_mut(channel_name) else {
             return;
         };
-        channel.broadcast_except(frame, |_, o| Some(&*o.socket_id) == except_socket);
+        channel.send_unless(frame, |_, o| Some(&*o.socket_id) == except_socket);
     }
 
     /// Sends a fresh `subscription_succeeded` frame (the cluster-wide
@@ -200,8 +132,8 @@ impl App {
     /// cluster resync).
     pub fn resend_roster(&self, channel_name: &str, frame: Frame) {
         let mut state = self.state();
-        if let Some(channel) = state.channels.get_mut(channel_name) {
-            channel.broadcast(&frame, None);
+        if let Some(channel) = state.table.channels.get_mut(channel_name) {
+            channel.send_all(&frame, None);
         }
     }
 
@@ -209,14 +141,16 @@ impl App {
     pub fn local_presence(&self) -> crate::cluster::LocalPresence {
         let state = self.state();
         state
+            .table
             .channels
             .iter()
             .filter_map(|(name, c)| {
-                let r = c.roster.as_ref()?;
+                let p = c.presence.as_ref()?;
                 Some((
                     name.clone(),
-                    r.iter()
-                        .map(|(u, m)| (u.to_owned(), m.info.clone()))
+                    p.members
+                        .iter()
+                        .map(|(u, info)| (u.to_string(), info.clone()))
                         .collect(),
                 ))
             })
@@ -226,6 +160,7 @@ impl App {
     /// Local subscriptions per channel (for a resync).
     pub fn local_occupancy(&self) -> Vec<(String, usize)> {
         self.state()
+            .table
             .channels
             .iter()
             .map(|(n, c)| (n.clone(), c.subscribers.len()))
@@ -237,82 +172,19 @@ impl App {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug in this module; the
-        // state is still consistent enough to keep serving other clients.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Takes a connection slot, or `false` when the quota is used up.
     pub fn try_open_connection(&self) -> bool {
-        let max = self.config.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+        self.quota.try_take()
     }
 
     /// Gives a connection slot back.
     pub fn close_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.quota.give_back();
     }
 
     /// Open connections.
     pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    /// Checks a subscription request: name, signature, presence data.
-    fn check(
-        &self,
-        outbox: &Outbox,
-        sub: &SubscribeData,
-    ) -> Result<(ChannelKind, Option<PresenceData>), SubscribeError> {
-        let name = ChannelName::parse(&sub.channel)
-            .map_err(|e| SubscribeError::new(400, format!("invalid channel name: {e}")))?;
-        let kind = name.kind();
-        if !kind.needs_auth() {
-            return Ok((kind, None));
-        }
-        let auth = sub.auth.as_deref().ok_or_else(|| {
-            SubscribeError::new(
-                401,
-                format!("{name} needs an auth signature from your auth endpoint"),
-            )
-        })?;
-        if kind == ChannelKind::Presence && sub.channel_data.is_none() {
-            return Err(SubscribeError::new(
-                400,
-                "presence channels need channel_data with a user_id",
-            ));
-        }
-        if let Err(e) = verify_channel_auth(
-            &self.config.key,
-            &self.config.secret,
-            &outbox.socket_id,
-            name.as_str(),
-            sub.channel_data.as_deref(),
-            auth,
-        ) {
-            Metrics::inc(&self.metrics.auth_failures);
-            return Err(SubscribeError::new(
-                401,
-                format!("{e}: check that your auth endpoint signs with this app's key and secret"),
-            ));
-        }
-        if kind != ChannelKind::Presence {
-            return Ok((kind, None));
-        }
-        let data = sub.channel_data.as_deref().unwrap_or_default();
-        let pd = PresenceData::parse(data, self.config.max_user_info_bytes).map_err(|e| {
-            let status = match e {
-                whosin_protocol::frame::PresenceDataError::UserInfoTooLarge { .. } => 413,
-                _ => 400,
-            };
-            SubscribeError::new(status, e.to_string())
-        })?;
-        Ok((kind, Some(pd)))
+        self.quota.open()
     }
 
     /// Subscribes a connection. On success the `subscription_succeeded` (with
@@ -325,11 +197,11 @@ impl App {
         outbox: &Outbox,
         sub: &SubscribeData,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
-        let (kind, presence) = self.check(outbox, sub)?;
-        match (self.cluster().cloned(), presence) {
+        let admitted = check::subscription(&self.config, &self.metrics, &outbox.socket_id, sub)?;
+        match (self.cluster().cloned(), admitted.presence) {
             (Some(cluster), Some(pd)) => self.subscribe_clustered(&cluster, outbox, sub, pd).await,
             (cluster, presence) => {
-                let (user, new) = self.subscribe_local(outbox, sub, kind, presence)?;
+                let (user, new) = self.subscribe_local(outbox, sub, admitted.kind, presence)?;
                 if let (Some(c), true) = (cluster, new) {
                     c.occupancy(&self.config.id, &sub.channel, 1);
                 }
@@ -348,7 +220,8 @@ impl App {
         presence: Option<PresenceData>,
     ) -> Result<(Option<Arc<str>>, bool), SubscribeError> {
         let mut state = self.state();
-        let channel = state
+        let table = &mut state.table;
+        let channel = table
             .channels
             .entry(sub.channel.clone())
             .or_insert_with(|| Channel::new(kind));
@@ -362,27 +235,22 @@ impl App {
                     "already subscribed to this channel as another user; unsubscribe first",
                 ));
             }
-            outbox.send(Frame::from(succeeded(
-                &sub.channel,
-                channel.roster.as_ref(),
-            )));
+            outbox.send(channel.succeeded(&sub.channel));
             return Ok((user_id, false));
         }
 
         let mut added = None;
-        if let (Some(roster), Some(pd)) = (channel.roster.as_mut(), presence.as_ref()) {
-            if !roster.admits(&pd.user_id, self.config.max_presence_members) {
-                if channel.subscribers.is_empty() {
-                    state.channels.remove(&sub.channel);
+        if let (Some(p), Some(pd)) = (channel.presence.as_mut(), presence.as_ref()) {
+            let max = self.config.max_presence_members;
+            match p
+                .members
+                .join(&pd.user_id, pd.user_info.clone(), outbox.id, max)
+            {
+                Ok(change) => added = change,
+                Err(full) => {
+                    table.forget_if_empty(&sub.channel);
+                    return Err(SubscribeError::full(&sub.channel, full.max));
                 }
-                return Err(self.full(&sub.channel));
-            }
-            if roster.join(&pd.user_id, pd.user_info.clone(), outbox.id) == Join::Added {
-                added = Some(server::member_added(
-                    &sub.channel,
-                    &pd.user_id,
-                    &pd.user_info,
-                ));
             }
         }
         channel.subscribers.insert(
@@ -393,27 +261,14 @@ impl App {
                 pending: None,
             },
         );
-        outbox.send(Frame::from(succeeded(
-            &sub.channel,
-            channel.roster.as_ref(),
-        )));
-        if let Some(frame) = added {
-            channel.broadcast(&Frame::from(frame), Some(outbox.id));
+        if let Some(change) = &added {
+            announce(&sub.channel, channel, change, Some(outbox.id));
         }
+        outbox.send(channel.succeeded(&sub.channel));
         Ok((user_id, true))
     }
 
-    fn full(&self, channel: &str) -> SubscribeError {
-        SubscribeError::new(
-            403,
-            format!(
-                "{channel} is full: it holds the maximum of {} members",
-                self.config.max_presence_members
-            ),
-        )
-    }
-
-    /// Presence subscribe in a cluster: the local roster (per-node dedupe)
+    /// Presence subscribe in a cluster: the local members (per-node dedupe)
     /// and a pending subscriber entry are set under the lock, together with
     /// queueing the Redis join, so Redis sees this node's joins and leaves in
     /// the order they happened here.
@@ -425,26 +280,32 @@ impl App {
         pd: PresenceData,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
         let user: Arc<str> = Arc::from(pd.user_id.as_str());
+        let max = self.config.max_presence_members;
         let reply = {
             let mut state = self.state();
-            let channel = state
+            let table = &mut state.table;
+            let channel = table
                 .channels
                 .entry(sub.channel.clone())
                 .or_insert_with(|| Channel::new(ChannelKind::Presence));
             if channel.subscribers.contains_key(&outbox.id) {
                 None
             } else {
-                let roster = channel.roster.get_or_insert_with(Roster::new);
+                let p = channel.presence.get_or_insert_with(Default::default);
                 // This node's members are a subset of the cluster's: a user
                 // refused here would be refused there. Checked here too, so the
                 // cap holds while Redis is away.
-                if !roster.admits(&pd.user_id, self.config.max_presence_members) {
-                    if channel.subscribers.is_empty() {
-                        state.channels.remove(&sub.channel);
+                match p
+                    .members
+                    .join(&pd.user_id, pd.user_info.clone(), outbox.id, max)
+                {
+                    Ok(Some(change)) => p.record(&change),
+                    Ok(None) => {}
+                    Err(full) => {
+                        table.forget_if_empty(&sub.channel);
+                        return Err(SubscribeError::full(&sub.channel, full.max));
                     }
-                    return Err(self.full(&sub.channel));
                 }
-                roster.join(&pd.user_id, pd.user_info.clone(), outbox.id);
                 channel.subscribers.insert(
                     outbox.id,
                     Subscriber {
@@ -458,7 +319,7 @@ impl App {
                     &sub.channel,
                     &pd.user_id,
                     &pd.user_info,
-                    self.config.max_presence_members,
+                    max,
                     &outbox.socket_id,
                 ))
             }
@@ -472,7 +333,8 @@ impl App {
         // be corrected later (no resync follows), unlike a Redis failure.
         let result = reply.await.ok().flatten();
         let mut state = self.state();
-        let Some(channel) = state.channels.get_mut(&sub.channel) else {
+        let table = &mut state.table;
+        let Some(channel) = table.channels.get_mut(&sub.channel) else {
             return Err(SubscribeError::new(
                 503,
                 "the channel went away while joining; try again",
@@ -485,38 +347,36 @@ impl App {
         let snapshot = match result {
             Some(JoinResult::Full) => {
                 channel.subscribers.remove(&outbox.id);
-                if let Some(r) = channel.roster.as_mut() {
-                    r.leave(&pd.user_id, &outbox.id);
+                if let Some(p) = channel.presence.as_mut() {
+                    if let Some(change) = p.members.leave(&pd.user_id, &outbox.id) {
+                        p.record(&change);
+                    }
                 }
-                if channel.subscribers.is_empty() {
-                    state.channels.remove(&sub.channel);
-                }
-                return Err(self.full(&sub.channel));
+                table.forget_if_empty(&sub.channel);
+                return Err(SubscribeError::full(&sub.channel, max));
             }
-            Some(JoinResult::Joined { members, .. }) => subscription_succeeded_for(
+            Some(JoinResult::Joined { members, .. }) => Frame::from(subscription_succeeded_for(
                 &sub.channel,
                 members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
-            ),
+            )),
             None => {
                 // Redis is unreachable: serve from what this node knows.
-                let local = succeeded(&sub.channel, channel.roster.as_ref());
                 let first = channel
-                    .roster
+                    .presence
                     .as_ref()
-                    .and_then(|r| r.get(&pd.user_id))
-                    .is_some_and(|m| m.connections().len() == 1);
+                    .map(|p| p.members.holders(&pd.user_id))
+                    .is_some_and(|h| h.len() == 1);
                 if first {
-                    let frame = Frame::from(server::member_added(
-                        &sub.channel,
-                        &pd.user_id,
-                        &pd.user_info,
-                    ));
-                    channel.broadcast(&frame, Some(outbox.id));
+                    let change = Change::Added {
+                        user_id: user.clone(),
+                        info: pd.user_info.clone(),
+                    };
+                    channel.send_all(&frame_for(&sub.channel, &change), Some(outbox.id));
                 }
-                local
+                channel.succeeded(&sub.channel)
             }
         };
-        outbox.send(Frame::from(snapshot));
+        outbox.send(snapshot);
         for f in held {
             outbox.send(f);
         }
@@ -542,6 +402,7 @@ impl App {
         };
         let state = self.state();
         let same_user = state
+            .table
             .channels
             .get(&sub.channel)
             .and_then(|c| c.subscribers.get(&outbox.id))
@@ -569,32 +430,41 @@ impl App {
     /// connection was subscribed.
     pub fn unsubscribe(&self, conn: u64, channel_name: &str) -> bool {
         let mut state = self.state();
-        let Some(channel) = state.channels.get_mut(channel_name) else {
+        let table = &mut state.table;
+        let Some(channel) = table.channels.get_mut(channel_name) else {
             return false;
         };
         let Some(sub) = channel.subscribers.remove(&conn) else {
             return false;
         };
-        if let (Some(roster), Some(user)) = (channel.roster.as_mut(), sub.user_id.as_deref()) {
-            if roster.leave(user, &conn) == Leave::Removed {
-                match self.cluster() {
-                    // The cluster decides whether this was the last
-                    // connection anywhere, and announces it.
-                    Some(c) => c.leave(&self.config.id, channel_name, user),
-                    None if !self.shutting_down.load(Ordering::Acquire) => {
-                        let frame = Frame::from(server::member_removed(channel_name, user));
-                        channel.broadcast(&frame, None);
+        let removed = match (channel.presence.as_mut(), sub.user_id.as_deref()) {
+            (Some(p), Some(user)) => p.members.leave(user, &conn),
+            _ => None,
+        };
+        if let Some(change) = removed {
+            match self.cluster() {
+                // The cluster decides whether this was the last
+                // connection anywhere, and announces it.
+                Some(c) => {
+                    if let Some(p) = channel.presence.as_mut() {
+                        p.record(&change);
                     }
-                    None => {}
+                    c.leave(&self.config.id, channel_name, change.user_id());
+                }
+                None if !self.shutting_down.load(Ordering::Acquire) => {
+                    announce(channel_name, channel, &change, None);
+                }
+                None => {
+                    if let Some(p) = channel.presence.as_mut() {
+                        p.record(&change);
+                    }
                 }
             }
         }
         if let Some(c) = self.cluster() {
             c.occupancy(&self.config.id, channel_name, -1);
         }
-        if channel.subscribers.is_empty() {
-            state.channels.remove(channel_name);
-        }
+        table.forget_if_empty(channel_name);
         true
     }
 
@@ -607,17 +477,9 @@ impl App {
         event: &str,
         data: &str,
     ) -> Result<(), ClientEventError> {
-        if !ChannelKind::of(channel_name).allows_client_events() {
-            return Err(ClientEventError::PublicChannel(channel_name.to_owned()));
-        }
-        if data.len() > self.config.max_event_data_bytes {
-            return Err(ClientEventError::TooLarge {
-                len: data.len(),
-                max: self.config.max_event_data_bytes,
-            });
-        }
+        check::client_event(&self.config, channel_name, data)?;
         let mut state = self.state();
-        let Some(channel) = state.channels.get_mut(channel_name) else {
+        let Some(channel) = state.table.channels.get_mut(channel_name) else {
             return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));
         };
         let Some(sub) = channel.subscribers.get(&outbox.id) else {
@@ -629,7 +491,7 @@ impl App {
             Data::Raw(data),
             sub.user_id.as_deref(),
         ));
-        self.fan_out(
+        self.publish(
             channel,
             channel_name,
             frame,
@@ -727,13 +589,14 @@ impl App {
 
     /// Facts about one channel, `None` when it is not occupied.
     pub fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
-        self.state().channels.get(name).map(info_of)
+        self.state().table.channels.get(name).map(info_of)
     }
 
     /// Occupied channels whose names start with `prefix`, sorted by name.
     pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
         let mut list: Vec<_> = self
             .state()
+            .table
             .channels
             .iter()
             .filter(|(n, _)| n.starts_with(prefix))
@@ -746,8 +609,8 @@ impl App {
     /// User ids present in a presence channel; `None` when it is not occupied.
     pub fn users(&self, name: &str) -> Option<Vec<String>> {
         let state = self.state();
-        let roster = state.channels.get(name)?.roster.as_ref()?;
-        let mut ids: Vec<String> = roster.iter().map(|(id, _)| id.to_owned()).collect();
+        let p = state.table.channels.get(name)?.presence.as_ref()?;
+        let mut ids: Vec<String> = p.members.iter().map(|(id, _)| id.to_string()).collect();
         ids.sort();
         Some(ids)
     }
@@ -769,19 +632,17 @@ impl App {
     pub fn terminate_local(&self, user_id: &str) -> usize {
         let state = self.state();
         let mut ids: Vec<&Outbox> = Vec::new();
-        for channel in state.channels.values() {
-            let Some(member) = channel.roster.as_ref().and_then(|r| r.get(user_id)) else {
+        for channel in state.table.channels.values() {
+            let Some(p) = channel.presence.as_ref() else {
                 continue;
             };
-            for conn in member.connections() {
+            for conn in p.members.holders(user_id) {
                 if let Some(sub) = channel.subscribers.get(conn) {
                     ids.push(&sub.outbox);
                 }
             }
         }
-        if let Some(list) = state.signed_in.get(user_id) {
-            ids.extend(list.iter());
-        }
+        ids.extend(state.signins.of(user_id));
         ids.sort_by_key(|o| o.id);
         ids.dedup_by_key(|o| o.id);
         for o in &ids {
@@ -792,22 +653,12 @@ impl App {
 
     /// Records a signed-in user for a connection.
     pub fn sign_in(&self, outbox: &Outbox, user_id: &str) {
-        let mut state = self.state();
-        let list = state.signed_in.entry(Arc::from(user_id)).or_default();
-        if !list.iter().any(|o| o.id == outbox.id) {
-            list.push(outbox.clone());
-        }
+        self.state().signins.add(outbox, user_id);
     }
 
     /// Forgets a connection's sign-in.
     pub fn sign_out(&self, conn: u64, user_id: &str) {
-        let mut state = self.state();
-        if let Some(list) = state.signed_in.get_mut(user_id) {
-            list.retain(|o| o.id != conn);
-            if list.is_empty() {
-                state.signed_in.remove(user_id);
-            }
-        }
+        self.state().signins.remove(conn, user_id);
     }
 
     /// Gauges of this app for `/metrics`.
@@ -815,31 +666,22 @@ impl App {
         let state = self.state();
         Gauges {
             connections: self.connection_count() as u64,
-            channels: state.channels.len() as u64,
+            channels: state.table.channels.len() as u64,
             presence_members: state
+                .table
                 .channels
                 .values()
-                .filter_map(|c| c.roster.as_ref())
-                .map(|r| r.len() as u64)
+                .filter_map(|c| c.presence.as_ref())
+                .map(|p| p.members.len() as u64)
                 .sum(),
         }
-    }
-}
-
-/// `subscription_succeeded` for a channel, with its roster when it is a
-/// presence channel (from the entries escaped at join: a joiner's roster is
-/// a concatenation, not an encoding of every member).
-fn succeeded(channel: &str, roster: Option<&Roster<u64>>) -> String {
-    match roster {
-        Some(r) => r.subscription_succeeded(channel),
-        None => server::subscription_succeeded(channel, None),
     }
 }
 
 fn info_of(c: &Channel) -> ChannelInfo {
     ChannelInfo {
         subscription_count: c.subscribers.len(),
-        user_count: c.roster.as_ref().map(Roster::len),
+        user_count: c.presence.as_ref().map(|p| p.members.len()),
     }
 }
 

@@ -1,0 +1,135 @@
+//! The channel table: who is subscribed to what, each presence channel's
+//! members, and delivery to local subscribers.
+//!
+//! Plain data behind the app's one lock (see [`super`]): nothing here waits,
+//! so queuing a frame to every subscriber happens in the same critical
+//! section as the change that caused it, which is what gives every
+//! subscriber of a channel the same order of events.
+
+use crate::outbox::{Frame, Outbox};
+use std::collections::HashMap;
+use std::sync::Arc;
+use whosin_protocol::frame::server;
+use whosin_protocol::roster::subscription_succeeded_escaped;
+use whosin_protocol::{Change, ChannelKind, CloseCode, EscapedMember, Presence};
+
+/// Frames held for one pending subscriber at most; more means it is closed
+/// as too slow, as with a full outbound queue.
+const MAX_PENDING: usize = 1024;
+
+/// A subscriber of one channel.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub outbox: Outbox,
+    /// The presence user this connection holds on the channel.
+    pub user_id: Option<Arc<str>>,
+    /// While a clustered presence subscribe waits for the cluster roster,
+    /// frames for it are held here and sent after `subscription_succeeded`,
+    /// so nothing that happens meanwhile is missed.
+    pub pending: Option<Vec<Frame>>,
+}
+
+/// A presence channel's members (decided by the protocol's model) and the
+/// server's wire cache beside them: each member's roster entry escaped once
+/// when they appear, and the finished roster frame, built once per change
+/// and shared by every subscribe until the next change.
+#[derive(Debug, Default)]
+pub(crate) struct PresenceChannel {
+    /// Who is present; the holders are connection ids.
+    pub members: Presence<u64>,
+    wire: HashMap<Arc<str>, EscapedMember>,
+    roster_frame: Option<Frame>,
+}
+
+impl PresenceChannel {
+    /// Keeps the wire cache in step with a change the model made.
+    pub fn record(&mut self, change: &Change) {
+        match change {
+            Change::Added { user_id, info } => {
+                self.wire
+                    .insert(user_id.clone(), EscapedMember::new(user_id, info));
+            }
+            Change::Removed { user_id, .. } => {
+                self.wire.remove(user_id);
+            }
+        }
+        self.roster_frame = None;
+    }
+
+    /// The `subscription_succeeded` frame with everyone present: built once
+    /// per roster change, a clone of the same bytes after that.
+    pub fn roster_frame(&mut self, channel: &str) -> Frame {
+        let wire = &self.wire;
+        self.roster_frame
+            .get_or_insert_with(|| {
+                Frame::from(subscription_succeeded_escaped(channel, || wire.values()))
+            })
+            .clone()
+    }
+}
+
+/// One occupied channel. It exists only while it has subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct Channel {
+    pub subscribers: HashMap<u64, Subscriber>,
+    /// Present for presence channels.
+    pub presence: Option<PresenceChannel>,
+}
+
+impl Channel {
+    /// An empty channel of `kind`: presence channels carry members.
+    pub fn new(kind: ChannelKind) -> Channel {
+        Channel {
+            subscribers: HashMap::new(),
+            presence: (kind == ChannelKind::Presence).then(PresenceChannel::default),
+        }
+    }
+
+    /// `subscription_succeeded` for this channel: with the roster for a
+    /// presence channel.
+    pub fn succeeded(&mut self, name: &str) -> Frame {
+        match self.presence.as_mut() {
+            Some(p) => p.roster_frame(name),
+            None => Frame::from(server::subscription_succeeded(name, None)),
+        }
+    }
+
+    /// Queues `frame` to every subscriber but `except`.
+    pub fn send_all(&mut self, frame: &Frame, except: Option<u64>) {
+        self.send_unless(frame, |id, _| Some(id) == except);
+    }
+
+    /// Queues `frame` to every subscriber for which `skip` is false, in one
+    /// pass (the exclusion is checked as the sends go, never by a scan first).
+    pub fn send_unless(&mut self, frame: &Frame, skip: impl Fn(u64, &Outbox) -> bool) {
+        for (id, sub) in self.subscribers.iter_mut() {
+            if skip(*id, &sub.outbox) {
+                continue;
+            }
+            match &mut sub.pending {
+                Some(held) if held.len() < MAX_PENDING => held.push(frame.clone()),
+                Some(_) => sub.outbox.close(CloseCode::OverCapacity),
+                None => sub.outbox.send(frame.clone()),
+            }
+        }
+    }
+}
+
+/// Every occupied channel of an app.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelTable {
+    pub channels: HashMap<String, Channel>,
+}
+
+impl ChannelTable {
+    /// Drops `name` when nobody is subscribed to it any more.
+    pub fn forget_if_empty(&mut self, name: &str) {
+        if self
+            .channels
+            .get(name)
+            .is_some_and(|c| c.subscribers.is_empty())
+        {
+            self.channels.remove(name);
+        }
+    }
+}
