@@ -146,7 +146,7 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         });
-        let mut cc = whosin_server::cluster::ClusterConfig::new(url, node);
+        let mut cc = whosin_server::backplane::ClusterConfig::new(url, node);
         cc.node_timeout = Duration::from_secs(args.node_timeout.max(2));
         cc.heartbeat = (cc.node_timeout / 5).max(Duration::from_millis(200));
         config.cluster = Some(cc);

@@ -184,7 +184,7 @@ pub struct ServerConfig {
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
     /// Redis scale-out; `None` for a single node.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::backplane::ClusterConfig>,
 }
 
 impl ServerConfig {

@@ -386,7 +386,7 @@ impl Handler {
         match frame {
             ClientFrame::Ping => self.outbox.send(Frame::from(server::pong())),
             ClientFrame::Pong => {}
-            ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub).await {
+            ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub) {
                 Ok(_) => {
                     if !self.channels.contains(&sub.channel) {
                         self.channels.push(sub.channel);

@@ -8,7 +8,7 @@
 //! * [`outbox`] — a connection's bounded outbound queue.
 //! * [`app`] — one app's channels, subscribers and presence members.
 //! * [`announce`] — the one place presence changes become frames.
-//! * [`cluster`] — the Redis adapter for several nodes.
+//! * [`backplane`] — what the nodes of a cluster share: local, or Redis.
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
@@ -17,7 +17,7 @@
 mod announce;
 pub mod app;
 pub mod auth_endpoint;
-pub mod cluster;
+pub mod backplane;
 pub mod config;
 pub mod connection;
 pub mod identity;

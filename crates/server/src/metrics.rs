@@ -29,6 +29,9 @@ pub struct Metrics {
     pub auth_endpoint_signatures: AtomicU64,
     /// Redis operations that failed (the node served locally meanwhile).
     pub cluster_failures: AtomicU64,
+    /// Operations for Redis dropped because its queue was full (events are
+    /// lost to other nodes; presence is rewritten as a whole instead).
+    pub cluster_shed: AtomicU64,
 }
 
 /// Gauges computed from live state when scraped.
@@ -109,6 +112,11 @@ impl Metrics {
                 "cluster_failures_total",
                 "Redis operations that failed; the node served its own clients meanwhile.",
                 &self.cluster_failures,
+            ),
+            (
+                "cluster_shed_total",
+                "Operations for Redis dropped by a full queue (presence is then rewritten whole).",
+                &self.cluster_shed,
             ),
         ];
         for (name, help, c) in counters {

@@ -226,7 +226,7 @@ fn info_json(info: Option<ChannelInfo>, wanted: &[String]) -> Value {
     Value::Object(m)
 }
 
-fn publish(app: &App, ev: &Checked) -> Value {
+async fn publish(app: &App, ev: &Checked) -> Value {
     app.trigger(&ev.channels, &ev.name, &ev.data, ev.socket_id.as_deref());
     let mut channels = Map::new();
     if !ev.info.is_empty() {
@@ -239,7 +239,7 @@ fn publish(app: &App, ev: &Checked) -> Value {
                 })
                 .cloned()
                 .collect();
-            channels.insert(c.clone(), info_json(app.channel_info(c), &wanted));
+            channels.insert(c.clone(), info_json(app.channel_info(c).await, &wanted));
         }
     }
     Value::Object(channels)
@@ -261,7 +261,7 @@ pub async fn events(
     let app = authenticate(&shared, &app_id, &method, &uri, &body)?;
     let ev: EventBody = parse_body(&body)?;
     let checked = check_event(&app, ev)?;
-    let channels = publish(&app, &checked);
+    let channels = publish(&app, &checked).await;
     if checked.info.is_empty() {
         ok(json!({}))
     } else {
@@ -294,16 +294,16 @@ pub async fn batch_events(
         checked.push(check_event(&app, ev)?);
     }
     let any_info = checked.iter().any(|c| !c.info.is_empty());
-    let results: Vec<Value> = checked
-        .iter()
-        .map(|c| {
-            let channels = publish(&app, c);
+    let mut results: Vec<Value> = Vec::with_capacity(checked.len());
+    for c in &checked {
+        let channels = publish(&app, c).await;
+        results.push(
             channels
                 .as_object()
                 .and_then(|m| m.values().next().cloned())
-                .unwrap_or_else(|| json!({}))
-        })
-        .collect();
+                .unwrap_or_else(|| json!({})),
+        );
+    }
     if any_info {
         ok(json!({ "batch": results }))
     } else {
@@ -331,7 +331,7 @@ pub async fn channels(
         ));
     }
     let mut channels = Map::new();
-    for (name, ci) in app.channels_all(prefix).await {
+    for (name, ci) in app.channels(prefix).await {
         channels.insert(name, info_json(Some(ci), &info));
     }
     ok(json!({ "channels": channels }))
@@ -355,7 +355,7 @@ pub async fn channel(
             "info=user_count is only available for presence channels",
         ));
     }
-    let ci = app.channel_info_all(&channel).await;
+    let ci = app.channel_info(&channel).await;
     let mut body = info_json(ci, &info);
     if let Value::Object(m) = &mut body {
         m.insert("occupied".into(), json!(ci.is_some()));
@@ -376,7 +376,7 @@ pub async fn users(
             "users can only be listed for presence channels",
         ));
     }
-    let ids = app.users_all(&channel).await.unwrap_or_default();
+    let ids = app.users(&channel).unwrap_or_default();
     let users: Vec<Value> = ids.into_iter().map(|id| json!({ "id": id })).collect();
     ok(json!({ "users": users }))
 }

@@ -6,6 +6,7 @@
 //! period.
 
 use crate::app::App;
+use crate::backplane::{self, Backplane, Local, RedisBackplane};
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
@@ -84,9 +85,11 @@ impl Running {
         drop(self.shared.stop_tracking());
         let mut all_closed = self.all_closed;
         let _ = tokio::time::timeout_at(deadline, all_closed.recv()).await;
-        if let Some(c) = &self.shared.cluster {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), c.depart()).await;
-        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.shared.backplane.depart(),
+        )
+        .await;
         let _ = tokio::time::timeout_at(deadline, self.task).await;
     }
 }
@@ -108,31 +111,33 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let (stop, shutdown) = watch::channel(false);
     let (live, all_closed) = mpsc::channel(1);
+    // What other nodes do reaches the apps through this channel and one
+    // task, so the backplane holds no pointer back to them.
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let backplane: Arc<dyn Backplane> = match config.cluster.clone() {
+        Some(cc) => {
+            let node = cc.node_id.clone();
+            let ids = config.apps.iter().map(|a| a.id.clone()).collect();
+            let b = RedisBackplane::connect(cc, ids, metrics.clone(), inbound_tx, shutdown.clone())
+                .await
+                .map_err(StartError::Cluster)?;
+            tracing::info!(%node, "joined the cluster");
+            b
+        }
+        None => Arc::new(Local),
+    };
     let apps: Vec<Arc<App>> = config
         .apps
         .iter()
-        .map(|a| Arc::new(App::new(a.clone(), metrics.clone())))
+        .map(|a| Arc::new(App::new(a.clone(), metrics.clone(), backplane.clone())))
         .collect();
-    let mut cluster_handle = None;
-    if let Some(cc) = config.cluster.clone() {
-        let node = cc.node_id.clone();
-        let ids = apps.iter().map(|a| a.config.id.clone()).collect();
-        let cluster = crate::cluster::Cluster::connect(cc, ids, metrics.clone(), shutdown.clone())
-            .await
-            .map_err(StartError::Cluster)?;
-        cluster.attach(apps.clone());
-        for app in &apps {
-            app.set_cluster(cluster.clone());
-        }
-        cluster_handle = Some(cluster);
-        tracing::info!(%node, "joined the cluster");
-    }
+    tokio::spawn(backplane::dispatch(apps.clone(), inbound_rx));
     let shared = Arc::new(Shared {
         config,
         apps,
         metrics,
         shutdown: shutdown.clone(),
-        cluster: cluster_handle,
+        backplane,
         node_number: rand::random::<u32>() % 1_000_000_000,
         next_id: AtomicU64::new(1),
         live: std::sync::Mutex::new(Some(live)),

@@ -21,8 +21,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-    /// The Redis adapter, when clustered.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What this node shares with its cluster (nothing on a single node).
+    pub backplane: Arc<dyn crate::backplane::Backplane>,
     /// First part of every socket id: random per process, so ids from a
     /// restarted server do not collide with the previous run's.
     pub node_number: u32,

@@ -1218,8 +1218,8 @@ async fn hostile() {
         ));
     }
     let roster_before = app.users(CALM).unwrap();
-    let calm_before = app.channel_info(CALM).unwrap();
-    let private_before = app.channel_info(PRIVATE).unwrap();
+    let calm_before = app.channel_info(CALM).await.unwrap();
+    let private_before = app.channel_info(PRIVATE).await.unwrap();
     assert_eq!(roster_before, ["alice", "bob"]);
     let malformed_before = metrics.malformed_frames.load(Ordering::Relaxed);
     let sniffed = Sniffed {
@@ -1286,13 +1286,13 @@ async fn hostile() {
         }
     }
     assert_eq!(app.users(CALM).unwrap(), roster_before);
-    assert_eq!(app.channel_info(CALM).unwrap(), calm_before);
-    assert_eq!(app.channel_info(PRIVATE).unwrap(), private_before);
+    assert_eq!(app.channel_info(CALM).await.unwrap(), calm_before);
+    assert_eq!(app.channel_info(PRIVATE).await.unwrap(), private_before);
 
     // Every attacker connection is cleaned up: slots and channels.
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let names: Vec<String> = app.channels("").into_iter().map(|c| c.0).collect();
+        let names: Vec<String> = app.channels("").await.into_iter().map(|c| c.0).collect();
         if app.connection_count() == 2 && names == [CALM, PRIVATE] {
             break;
         }

@@ -245,7 +245,7 @@ async fn presence_join_leave_is_per_user() {
         "a second tab must not announce the user again"
     );
     assert_eq!(b1.drain().await, vec![]);
-    let info = server.shared().apps[0].channel_info(ch).unwrap();
+    let info = server.shared().apps[0].channel_info(ch).await.unwrap();
     assert_eq!((info.subscription_count, info.user_count), (4, Some(2)));
 
     // Two of three close (one by unsubscribe, one by closing): bob stays.
@@ -272,7 +272,7 @@ async fn presence_join_leave_is_per_user() {
     a.close().await;
     // Everyone left: the channel is gone, occupancy back to zero.
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while server.shared().apps[0].channel_info(ch).is_some() {
+    while server.shared().apps[0].channel_info(ch).await.is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "channel still occupied"
@@ -565,7 +565,7 @@ async fn slow_reader_is_dropped_and_others_get_everything() {
     let m = &server.shared().metrics;
     assert_eq!(m.slow_client_disconnects.load(Ordering::Relaxed), 1);
     assert_eq!(
-        app.channel_info("firehose").map(|i| i.subscription_count),
+        app.channel_info("firehose").await.map(|i| i.subscription_count),
         Some(1),
         "the slow client left the channel"
     );

@@ -29,14 +29,24 @@ pub(crate) struct Subscriber {
     pub pending: Option<Vec<Frame>>,
 }
 
+/// Who holds a user present: one of this node's connections, or (in a
+/// cluster's mirror) another node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Holder {
+    /// A local connection, by number.
+    Conn(u64),
+    /// Another node, by id.
+    Node(Arc<str>),
+}
+
 /// A presence channel's members (decided by the protocol's model) and the
 /// server's wire cache beside them: each member's roster entry escaped once
 /// when they appear, and the finished roster frame, built once per change
 /// and shared by every subscribe until the next change.
 #[derive(Debug, Default)]
 pub(crate) struct PresenceChannel {
-    /// Who is present; the holders are connection ids.
-    pub members: Presence<u64>,
+    /// Who is present, and who holds them.
+    pub members: Presence<Holder>,
     wire: HashMap<Arc<str>, EscapedMember>,
     roster_frame: Option<Frame>,
 }
@@ -54,6 +64,14 @@ impl PresenceChannel {
             }
         }
         self.roster_frame = None;
+    }
+
+    /// Whether one of this node's connections holds `user`.
+    pub fn held_here(&self, user: &str) -> bool {
+        self.members
+            .holders(user)
+            .iter()
+            .any(|h| matches!(h, Holder::Conn(_)))
     }
 
     /// The `subscription_succeeded` frame with everyone present: built once
@@ -122,13 +140,13 @@ pub(crate) struct ChannelTable {
 }
 
 impl ChannelTable {
-    /// Drops `name` when nobody is subscribed to it any more.
+    /// Drops `name` when nobody is subscribed here and nobody is present
+    /// (in a cluster, a channel with members on other nodes is kept: it is
+    /// this node's mirror of them).
     pub fn forget_if_empty(&mut self, name: &str) {
-        if self
-            .channels
-            .get(name)
-            .is_some_and(|c| c.subscribers.is_empty())
-        {
+        if self.channels.get(name).is_some_and(|c| {
+            c.subscribers.is_empty() && c.presence.as_ref().is_none_or(|p| p.members.is_empty())
+        }) {
             self.channels.remove(name);
         }
     }

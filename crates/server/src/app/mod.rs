@@ -14,8 +14,11 @@
 //! * [`signins`] — users signed in with `pusher:signin`;
 //! * [`quota`] — the per-app connection quota.
 //!
-//! Presence is decided by the protocol's model
-//! ([`whosin_protocol::Presence`]) and announced by [`crate::announce`].
+//! Presence is decided in one place, the protocol's model
+//! ([`whosin_protocol::Presence`]), for local connections and, in a
+//! cluster, for the other nodes alike (each is one more holder); what it
+//! decides is announced in one place, [`crate::announce`]. What other nodes
+//! share comes through the [`Backplane`].
 
 pub(crate) mod channels;
 pub(crate) mod check;
@@ -24,19 +27,19 @@ pub(crate) mod signins;
 
 pub use check::{ClientEventError, SubscribeError};
 
-use crate::announce::{announce, frame_for};
-use crate::cluster::{Cluster, JoinResult};
+use crate::announce::announce;
+use crate::backplane::{Backplane, Hold, Published};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
-use channels::{Channel, ChannelTable, Subscriber};
+use channels::{Channel, ChannelTable, Holder, Subscriber};
 use quota::ConnectionQuota;
 use signins::SignIns;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use whosin_protocol::frame::{server, Data};
-use whosin_protocol::roster::subscription_succeeded_for;
-use whosin_protocol::{Change, ChannelKind, CloseCode, PresenceData, SubscribeData};
+use whosin_protocol::{Change, ChannelKind, CloseCode, SubscribeData};
 
 /// What is known about one occupied channel, for the REST API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,30 +69,22 @@ pub struct App {
     /// closed, so telling each one that the others left would only be noise
     /// (and O(n²) frames).
     shutting_down: AtomicBool,
-    /// The Redis adapter, when this node is part of a cluster.
-    cluster: OnceLock<Arc<Cluster>>,
+    /// What this node shares with the others of its cluster ([`crate::backplane::Local`]
+    /// on a single node).
+    backplane: Arc<dyn Backplane>,
 }
 
 impl App {
     /// A new app with no connections.
-    pub fn new(config: AppConfig, metrics: Arc<Metrics>) -> App {
+    pub fn new(config: AppConfig, metrics: Arc<Metrics>, backplane: Arc<dyn Backplane>) -> App {
         App {
             quota: ConnectionQuota::new(config.max_connections),
             config,
             state: Mutex::new(State::default()),
             metrics,
             shutting_down: AtomicBool::new(false),
-            cluster: OnceLock::new(),
+            backplane,
         }
-    }
-
-    /// Joins this app to a cluster (once, at start).
-    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
-        let _ = self.cluster.set(cluster);
-    }
-
-    fn cluster(&self) -> Option<&Arc<Cluster>> {
-        self.cluster.get()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -98,26 +93,14 @@ impl App {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `frame` to the channel's subscribers: through the cluster bus
-    /// when clustered (every node delivers), else directly. `except` is the
-    /// connection (and its socket id) to leave out.
-    fn publish(
-        &self,
-        channel: &mut Channel,
-        name: &str,
-        frame: Frame,
-        except: Option<(u64, &str)>,
-    ) {
-        match self.cluster() {
-            Some(c) => c.publish(&self.config.id, name, &frame, except.map(|e| e.1)),
-            None => channel.send_all(&frame, except.map(|e| e.0)),
-        }
+    fn quiet(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Delivers a frame to this node's subscribers of a channel (a frame
-    /// that came over the cluster bus, or a REST event on one node).
+    /// that came over the cluster bus, or an event on one node).
     pub fn deliver(&self, channel_name: &str, frame: &Frame, except_socket: Option<&str>) {
-        if self.shutting_down.load(Ordering::Acquire) {
+        if self.quiet() {
             return;
         }
         let mut state = self.state();
@@ -125,46 +108,6 @@ impl App {
             return;
         };
         channel.send_unless(frame, |_, o| Some(&*o.socket_id) == except_socket);
-    }
-
-    /// Sends a fresh `subscription_succeeded` frame (the cluster-wide
-    /// roster) to every local subscriber of a presence channel (after a
-    /// cluster resync).
-    pub fn resend_roster(&self, channel_name: &str, frame: Frame) {
-        let mut state = self.state();
-        if let Some(channel) = state.table.channels.get_mut(channel_name) {
-            channel.send_all(&frame, None);
-        }
-    }
-
-    /// channel → user → info of the presence this node holds (for a resync).
-    pub fn local_presence(&self) -> crate::cluster::LocalPresence {
-        let state = self.state();
-        state
-            .table
-            .channels
-            .iter()
-            .filter_map(|(name, c)| {
-                let p = c.presence.as_ref()?;
-                Some((
-                    name.clone(),
-                    p.members
-                        .iter()
-                        .map(|(u, info)| (u.to_string(), info.clone()))
-                        .collect(),
-                ))
-            })
-            .collect()
-    }
-
-    /// Local subscriptions per channel (for a resync).
-    pub fn local_occupancy(&self) -> Vec<(String, usize)> {
-        self.state()
-            .table
-            .channels
-            .iter()
-            .map(|(n, c)| (n.clone(), c.subscribers.len()))
-            .collect()
     }
 
     /// Stops announcing departures: the server is closing every connection.
@@ -190,45 +133,28 @@ impl App {
     /// Subscribes a connection. On success the `subscription_succeeded` (with
     /// the roster, for presence) is already queued to it and `member_added`
     /// to the others when the user is new; the presence user id is returned
-    /// for the connection's own bookkeeping. In a cluster, presence reads and
-    /// writes the cluster roster (one Redis round trip).
-    pub async fn subscribe(
+    /// for the connection's own bookkeeping. Never waits: in a cluster the
+    /// roster is this node's mirror of every node.
+    pub fn subscribe(
         &self,
         outbox: &Outbox,
         sub: &SubscribeData,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
         let admitted = check::subscription(&self.config, &self.metrics, &outbox.socket_id, sub)?;
-        match (self.cluster().cloned(), admitted.presence) {
-            (Some(cluster), Some(pd)) => self.subscribe_clustered(&cluster, outbox, sub, pd).await,
-            (cluster, presence) => {
-                let (user, new) = self.subscribe_local(outbox, sub, admitted.kind, presence)?;
-                if let (Some(c), true) = (cluster, new) {
-                    c.occupancy(&self.config.id, &sub.channel, 1);
-                }
-                Ok(user)
-            }
-        }
-    }
-
-    /// The single-node subscribe; also public and private channels in a
-    /// cluster. Returns the user and whether the subscription is new.
-    fn subscribe_local(
-        &self,
-        outbox: &Outbox,
-        sub: &SubscribeData,
-        kind: ChannelKind,
-        presence: Option<PresenceData>,
-    ) -> Result<(Option<Arc<str>>, bool), SubscribeError> {
         let mut state = self.state();
         let table = &mut state.table;
         let channel = table
             .channels
             .entry(sub.channel.clone())
-            .or_insert_with(|| Channel::new(kind));
-        let user_id: Option<Arc<str>> = presence.as_ref().map(|p| Arc::from(p.user_id.as_str()));
+            .or_insert_with(|| Channel::new(admitted.kind));
+        let user_id: Option<Arc<str>> = admitted
+            .presence
+            .as_ref()
+            .map(|p| Arc::from(p.user_id.as_str()));
 
         if let Some(existing) = channel.subscribers.get(&outbox.id) {
-            // A repeated subscribe changes nothing; confirm it again.
+            // A repeated subscribe changes nothing; confirm it again (the
+            // roster frame is built once per change, so this is a clone).
             if existing.user_id != user_id {
                 return Err(SubscribeError::new(
                     400,
@@ -236,21 +162,32 @@ impl App {
                 ));
             }
             outbox.send(channel.succeeded(&sub.channel));
-            return Ok((user_id, false));
+            return Ok(user_id);
         }
 
         let mut added = None;
-        if let (Some(p), Some(pd)) = (channel.presence.as_mut(), presence.as_ref()) {
+        if let (Some(p), Some(pd)) = (channel.presence.as_mut(), admitted.presence.as_ref()) {
             let max = self.config.max_presence_members;
-            match p
-                .members
-                .join(&pd.user_id, pd.user_info.clone(), outbox.id, max)
-            {
+            let was_held = p.held_here(&pd.user_id);
+            match p.members.join(
+                &pd.user_id,
+                pd.user_info.clone(),
+                Holder::Conn(outbox.id),
+                max,
+            ) {
                 Ok(change) => added = change,
                 Err(full) => {
                     table.forget_if_empty(&sub.channel);
                     return Err(SubscribeError::full(&sub.channel, full.max));
                 }
+            }
+            if !was_held {
+                self.backplane.presence(
+                    &self.config.id,
+                    &sub.channel,
+                    &pd.user_id,
+                    Some(&pd.user_info),
+                );
             }
         }
         channel.subscribers.insert(
@@ -265,169 +202,14 @@ impl App {
             announce(&sub.channel, channel, change, Some(outbox.id));
         }
         outbox.send(channel.succeeded(&sub.channel));
-        Ok((user_id, true))
-    }
-
-    /// Presence subscribe in a cluster: the local members (per-node dedupe)
-    /// and a pending subscriber entry are set under the lock, together with
-    /// queueing the Redis join, so Redis sees this node's joins and leaves in
-    /// the order they happened here.
-    async fn subscribe_clustered(
-        &self,
-        cluster: &Arc<Cluster>,
-        outbox: &Outbox,
-        sub: &SubscribeData,
-        pd: PresenceData,
-    ) -> Result<Option<Arc<str>>, SubscribeError> {
-        let user: Arc<str> = Arc::from(pd.user_id.as_str());
-        let max = self.config.max_presence_members;
-        let reply = {
-            let mut state = self.state();
-            let table = &mut state.table;
-            let channel = table
-                .channels
-                .entry(sub.channel.clone())
-                .or_insert_with(|| Channel::new(ChannelKind::Presence));
-            if channel.subscribers.contains_key(&outbox.id) {
-                None
-            } else {
-                let p = channel.presence.get_or_insert_with(Default::default);
-                // This node's members are a subset of the cluster's: a user
-                // refused here would be refused there. Checked here too, so the
-                // cap holds while Redis is away.
-                match p
-                    .members
-                    .join(&pd.user_id, pd.user_info.clone(), outbox.id, max)
-                {
-                    Ok(Some(change)) => p.record(&change),
-                    Ok(None) => {}
-                    Err(full) => {
-                        table.forget_if_empty(&sub.channel);
-                        return Err(SubscribeError::full(&sub.channel, full.max));
-                    }
-                }
-                channel.subscribers.insert(
-                    outbox.id,
-                    Subscriber {
-                        outbox: outbox.clone(),
-                        user_id: Some(user.clone()),
-                        pending: Some(Vec::new()),
-                    },
-                );
-                Some(cluster.join_start(
-                    &self.config.id,
-                    &sub.channel,
-                    &pd.user_id,
-                    &pd.user_info,
-                    max,
-                    &outbox.socket_id,
-                ))
-            }
-        };
-        let Some(reply) = reply else {
-            return self.resubscribe_clustered(cluster, outbox, sub, pd).await;
-        };
-        // Not given a timeout of its own: the writer answers in order and
-        // every Redis operation it runs is bounded by the response timeout.
-        // Serving a partial local roster after a wait of our own would not
-        // be corrected later (no resync follows), unlike a Redis failure.
-        let result = reply.await.ok().flatten();
-        let mut state = self.state();
-        let table = &mut state.table;
-        let Some(channel) = table.channels.get_mut(&sub.channel) else {
-            return Err(SubscribeError::new(
-                503,
-                "the channel went away while joining; try again",
-            ));
-        };
-        let Some(me) = channel.subscribers.get_mut(&outbox.id) else {
-            return Err(SubscribeError::new(503, "unsubscribed while joining"));
-        };
-        let held = me.pending.take().unwrap_or_default();
-        let snapshot = match result {
-            Some(JoinResult::Full) => {
-                channel.subscribers.remove(&outbox.id);
-                if let Some(p) = channel.presence.as_mut() {
-                    if let Some(change) = p.members.leave(&pd.user_id, &outbox.id) {
-                        p.record(&change);
-                    }
-                }
-                table.forget_if_empty(&sub.channel);
-                return Err(SubscribeError::full(&sub.channel, max));
-            }
-            Some(JoinResult::Joined { members, .. }) => Frame::from(subscription_succeeded_for(
-                &sub.channel,
-                members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
-            )),
-            None => {
-                // Redis is unreachable: serve from what this node knows.
-                let first = channel
-                    .presence
-                    .as_ref()
-                    .map(|p| p.members.holders(&pd.user_id))
-                    .is_some_and(|h| h.len() == 1);
-                if first {
-                    let change = Change::Added {
-                        user_id: user.clone(),
-                        info: pd.user_info.clone(),
-                    };
-                    channel.send_all(&frame_for(&sub.channel, &change), Some(outbox.id));
-                }
-                channel.succeeded(&sub.channel)
-            }
-        };
-        outbox.send(snapshot);
-        for f in held {
-            outbox.send(f);
-        }
-        cluster.occupancy(&self.config.id, &sub.channel, 1);
-        Ok(Some(user))
-    }
-
-    /// A repeated subscribe of a connection already in a clustered presence
-    /// channel: confirmed again with the cluster-wide roster (this node's
-    /// alone would make the client drop everyone on other nodes), or this
-    /// node's when Redis does not answer.
-    async fn resubscribe_clustered(
-        &self,
-        cluster: &Arc<Cluster>,
-        outbox: &Outbox,
-        sub: &SubscribeData,
-        pd: PresenceData,
-    ) -> Result<Option<Arc<str>>, SubscribeError> {
-        let Some(members) = cluster.roster(&self.config.id, &sub.channel).await else {
-            return self
-                .subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
-                .map(|r| r.0);
-        };
-        let state = self.state();
-        let same_user = state
-            .table
-            .channels
-            .get(&sub.channel)
-            .and_then(|c| c.subscribers.get(&outbox.id))
-            .map(|me| me.user_id.as_deref() == Some(pd.user_id.as_str()));
-        match same_user {
-            Some(true) => {
-                outbox.send(Frame::from(subscription_succeeded_for(
-                    &sub.channel,
-                    members.iter().map(|(u, i)| (u.as_str(), i.as_str())),
-                )));
-                Ok(Some(Arc::from(pd.user_id.as_str())))
-            }
-            // Another user, or gone meanwhile: the local rules answer.
-            _ => {
-                drop(state);
-                self.subscribe_local(outbox, sub, ChannelKind::Presence, Some(pd))
-                    .map(|r| r.0)
-            }
-        }
+        self.backplane.occupancy(&self.config.id, &sub.channel, 1);
+        Ok(user_id)
     }
 
     /// Removes a connection from a channel, announcing `member_removed` when
-    /// it held the user's last connection (in a cluster: the last anywhere),
-    /// and dropping the channel when it is left empty. Returns whether the
-    /// connection was subscribed.
+    /// it held the user's last connection (in a cluster: the last anywhere,
+    /// as this node's mirror knows it), and dropping the channel when it is
+    /// left empty. Returns whether the connection was subscribed.
     pub fn unsubscribe(&self, conn: u64, channel_name: &str) -> bool {
         let mut state = self.state();
         let table = &mut state.table;
@@ -437,35 +219,167 @@ impl App {
         let Some(sub) = channel.subscribers.remove(&conn) else {
             return false;
         };
-        let removed = match (channel.presence.as_mut(), sub.user_id.as_deref()) {
-            (Some(p), Some(user)) => p.members.leave(user, &conn),
-            _ => None,
+        if let (Some(p), Some(user)) = (channel.presence.as_mut(), sub.user_id.as_deref()) {
+            let removed = p.members.leave(user, &Holder::Conn(conn));
+            if !p.held_here(user) {
+                self.backplane
+                    .presence(&self.config.id, channel_name, user, None);
+            }
+            if let Some(change) = removed {
+                self.announce_or_record(channel_name, channel, &change);
+            }
+        }
+        self.backplane.occupancy(&self.config.id, channel_name, -1);
+        table.forget_if_empty(channel_name);
+        true
+    }
+
+    /// Announces a change to local subscribers, or only records it while the
+    /// server shuts down.
+    fn announce_or_record(&self, name: &str, channel: &mut Channel, change: &Change) {
+        if self.quiet() {
+            if let Some(p) = channel.presence.as_mut() {
+                p.record(change);
+            }
+        } else {
+            announce(name, channel, change, None);
+        }
+    }
+
+    /// Another node now holds `user` in `channel` (`info: Some`), or no
+    /// longer does.
+    pub fn remote_presence(
+        &self,
+        node: &Arc<str>,
+        channel_name: &str,
+        user: &str,
+        info: Option<Arc<str>>,
+    ) {
+        if ChannelKind::of(channel_name) != ChannelKind::Presence {
+            return;
+        }
+        let mut state = self.state();
+        let table = &mut state.table;
+        let channel = table
+            .channels
+            .entry(channel_name.to_owned())
+            .or_insert_with(|| Channel::new(ChannelKind::Presence));
+        let Some(p) = channel.presence.as_mut() else {
+            return;
         };
-        if let Some(change) = removed {
-            match self.cluster() {
-                // The cluster decides whether this was the last
-                // connection anywhere, and announces it.
-                Some(c) => {
-                    if let Some(p) = channel.presence.as_mut() {
-                        p.record(&change);
-                    }
-                    c.leave(&self.config.id, channel_name, change.user_id());
-                }
-                None if !self.shutting_down.load(Ordering::Acquire) => {
-                    announce(channel_name, channel, &change, None);
-                }
-                None => {
-                    if let Some(p) = channel.presence.as_mut() {
-                        p.record(&change);
-                    }
+        let holder = Holder::Node(node.clone());
+        let change = match info {
+            Some(info) => p
+                .members
+                .join(user, info, holder, usize::MAX)
+                .ok()
+                .flatten(),
+            None => p.members.leave(user, &holder),
+        };
+        if let Some(change) = change {
+            self.announce_or_record(channel_name, channel, &change);
+        }
+        table.forget_if_empty(channel_name);
+    }
+
+    /// Everything another node holds, replacing what was known of it.
+    pub fn remote_snapshot(&self, node: &Arc<str>, holds: Vec<Hold>) {
+        let mut wanted: HashMap<String, HashMap<String, Arc<str>>> = HashMap::new();
+        for (channel, user, info) in holds {
+            if ChannelKind::of(&channel) == ChannelKind::Presence {
+                wanted.entry(channel).or_default().insert(user, info);
+            }
+        }
+        let holder = Holder::Node(node.clone());
+        let mut state = self.state();
+        let table = &mut state.table;
+        // Departures first, then arrivals, channel by channel.
+        let names: Vec<String> = table.channels.keys().cloned().collect();
+        for name in names {
+            let Some(channel) = table.channels.get_mut(&name) else {
+                continue;
+            };
+            let Some(p) = channel.presence.as_mut() else {
+                continue;
+            };
+            let keep = wanted.get(&name);
+            let gone: Vec<Arc<str>> = p
+                .members
+                .iter()
+                .map(|(u, _)| u.clone())
+                .filter(|u| {
+                    p.members.holds(u, &holder) && !keep.is_some_and(|k| k.contains_key(&**u))
+                })
+                .collect();
+            let changes: Vec<Change> = gone
+                .iter()
+                .filter_map(|u| p.members.leave(u, &holder))
+                .collect();
+            for change in changes {
+                self.announce_or_record(&name, channel, &change);
+            }
+        }
+        for (name, users) in wanted {
+            let channel = table
+                .channels
+                .entry(name.clone())
+                .or_insert_with(|| Channel::new(ChannelKind::Presence));
+            for (user, info) in users {
+                let Some(p) = channel.presence.as_mut() else {
+                    break;
+                };
+                if let Ok(Some(change)) = p.members.join(&user, info, holder.clone(), usize::MAX) {
+                    self.announce_or_record(&name, channel, &change);
                 }
             }
         }
-        if let Some(c) = self.cluster() {
-            c.occupancy(&self.config.id, channel_name, -1);
+        let names: Vec<String> = table.channels.keys().cloned().collect();
+        for name in names {
+            table.forget_if_empty(&name);
         }
-        table.forget_if_empty(channel_name);
-        true
+    }
+
+    /// Another node is gone: it holds nobody any more.
+    pub fn remote_gone(&self, node: &Arc<str>) {
+        let holder = Holder::Node(node.clone());
+        let mut state = self.state();
+        let table = &mut state.table;
+        let names: Vec<String> = table.channels.keys().cloned().collect();
+        for name in names {
+            let Some(channel) = table.channels.get_mut(&name) else {
+                continue;
+            };
+            let Some(p) = channel.presence.as_mut() else {
+                continue;
+            };
+            let changes = p.members.release(&holder);
+            for change in changes {
+                self.announce_or_record(&name, channel, &change);
+            }
+            table.forget_if_empty(&name);
+        }
+    }
+
+    /// Hands the backplane everything this node holds, to replace what the
+    /// cluster knows of it (after a reply that never came, or Redis lost it).
+    pub fn republish(&self) {
+        let state = self.state();
+        let mut holds = Vec::new();
+        let mut occupancy = Vec::new();
+        for (name, channel) in &state.table.channels {
+            if !channel.subscribers.is_empty() {
+                occupancy.push((name.clone(), channel.subscribers.len()));
+            }
+            let Some(p) = channel.presence.as_ref() else {
+                continue;
+            };
+            for (user, info) in p.members.iter() {
+                if p.held_here(user) {
+                    holds.push((name.clone(), user.to_string(), info.clone()));
+                }
+            }
+        }
+        self.backplane.republish(&self.config.id, holds, occupancy);
     }
 
     /// Relays a client event to the channel's other subscribers (on every
@@ -491,12 +405,15 @@ impl App {
             Data::Raw(data),
             sub.user_id.as_deref(),
         ));
-        self.publish(
-            channel,
+        let shared = self.backplane.publish(
+            &self.config.id,
             channel_name,
-            frame,
-            Some((outbox.id, &outbox.socket_id)),
+            &frame,
+            Some(&outbox.socket_id),
         );
+        if shared == Published::NotShared {
+            channel.send_all(&frame, Some(outbox.id));
+        }
         Ok(())
     }
 
@@ -512,119 +429,91 @@ impl App {
     ) {
         for name in channels {
             let frame = Frame::from(server::event(event, name, Data::Str(data), None));
-            if let Some(c) = self.cluster() {
-                c.publish(&self.config.id, name, &frame, except_socket);
-                continue;
+            if self
+                .backplane
+                .publish(&self.config.id, name, &frame, except_socket)
+                == Published::NotShared
+            {
+                self.deliver(name, &frame, except_socket);
             }
-            self.deliver(name, &frame, except_socket);
         }
     }
 
-    /// Occupied channels with their facts, cluster-wide when clustered
-    /// (falling back to this node's view when Redis does not answer).
-    pub async fn channels_all(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
-        let Some(c) = self.cluster().cloned() else {
-            return self.channels(prefix);
-        };
-        let Some(occ) = c.occupancy_all(&self.config.id).await else {
-            return self.channels(prefix);
-        };
-        let mut out = Vec::new();
-        for (name, subs) in occ.into_iter().filter(|(n, _)| n.starts_with(prefix)) {
-            let user_count = if ChannelKind::of(&name) == ChannelKind::Presence {
-                Some(
-                    c.roster(&self.config.id, &name)
-                        .await
-                        .map_or(0, |r| r.len()),
-                )
-            } else {
-                None
-            };
-            out.push((
-                name,
-                ChannelInfo {
+    /// Occupied channels whose names start with `prefix`, sorted by name,
+    /// with their facts: cluster-wide when clustered (this node's view when
+    /// the cluster cannot be asked).
+    pub async fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        match self.backplane.occupancy_all(&self.config.id).await {
+            Some(occ) => {
+                let state = self.state();
+                occ.into_iter()
+                    .filter(|(n, _)| n.starts_with(prefix))
+                    .map(|(name, subs)| {
+                        let info = ChannelInfo {
+                            subscription_count: subs,
+                            user_count: user_count(&state.table, &name),
+                        };
+                        (name, info)
+                    })
+                    .collect()
+            }
+            None => {
+                let state = self.state();
+                let mut list: Vec<_> = state
+                    .table
+                    .channels
+                    .iter()
+                    .filter(|(n, c)| n.starts_with(prefix) && !c.subscribers.is_empty())
+                    .map(|(n, c)| (n.clone(), info_of(c)))
+                    .collect();
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                list
+            }
+        }
+    }
+
+    /// One channel's facts, `None` when it is not occupied; cluster-wide
+    /// when clustered.
+    pub async fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
+        match self.backplane.occupancy_all(&self.config.id).await {
+            Some(occ) => {
+                let subs = *occ.get(name)?;
+                Some(ChannelInfo {
                     subscription_count: subs,
-                    user_count,
-                },
-            ));
-        }
-        out
-    }
-
-    /// One channel's facts, cluster-wide when clustered.
-    pub async fn channel_info_all(&self, name: &str) -> Option<ChannelInfo> {
-        let Some(c) = self.cluster().cloned() else {
-            return self.channel_info(name);
-        };
-        let Some(occ) = c.occupancy_all(&self.config.id).await else {
-            return self.channel_info(name);
-        };
-        let subs = *occ.get(name)?;
-        let user_count = if ChannelKind::of(name) == ChannelKind::Presence {
-            Some(c.roster(&self.config.id, name).await.map_or(0, |r| r.len()))
-        } else {
-            None
-        };
-        Some(ChannelInfo {
-            subscription_count: subs,
-            user_count,
-        })
-    }
-
-    /// User ids of a presence channel, cluster-wide when clustered.
-    pub async fn users_all(&self, name: &str) -> Option<Vec<String>> {
-        let Some(c) = self.cluster().cloned() else {
-            return self.users(name);
-        };
-        match c.roster(&self.config.id, name).await {
-            Some(r) if r.is_empty() => None,
-            Some(r) => {
-                let mut ids: Vec<String> = r.into_iter().map(|(u, _)| u).collect();
-                ids.sort();
-                Some(ids)
+                    user_count: user_count(&self.state().table, name),
+                })
             }
-            None => self.users(name),
+            None => self
+                .state()
+                .table
+                .channels
+                .get(name)
+                .filter(|c| !c.subscribers.is_empty())
+                .map(info_of),
         }
     }
 
-    /// Facts about one channel, `None` when it is not occupied.
-    pub fn channel_info(&self, name: &str) -> Option<ChannelInfo> {
-        self.state().table.channels.get(name).map(info_of)
-    }
-
-    /// Occupied channels whose names start with `prefix`, sorted by name.
-    pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
-        let mut list: Vec<_> = self
-            .state()
-            .table
-            .channels
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(n, c)| (n.clone(), info_of(c)))
-            .collect();
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-        list
-    }
-
-    /// User ids present in a presence channel; `None` when it is not occupied.
+    /// User ids present in a presence channel (every node's, in a cluster),
+    /// sorted; `None` when nobody is.
     pub fn users(&self, name: &str) -> Option<Vec<String>> {
         let state = self.state();
         let p = state.table.channels.get(name)?.presence.as_ref()?;
+        if p.members.is_empty() {
+            return None;
+        }
         let mut ids: Vec<String> = p.members.iter().map(|(id, _)| id.to_string()).collect();
         ids.sort();
         Some(ids)
     }
 
     /// Closes (4009) every connection of a user, whether signed in or
-    /// present in any presence channel. Returns how many were asked to close.
+    /// present in any presence channel, on every node. Returns how many of
+    /// this node's were asked to close (0 when the cluster does it).
     pub fn terminate_user(&self, user_id: &str) -> usize {
-        match self.cluster() {
+        match self.backplane.terminate(&self.config.id, user_id) {
             // Every node (this one included) closes its own connections.
-            Some(c) => {
-                c.terminate(&self.config.id, user_id);
-                0
-            }
-            None => self.terminate_local(user_id),
+            Published::Shared => 0,
+            Published::NotShared => self.terminate_local(user_id),
         }
     }
 
@@ -636,9 +525,11 @@ impl App {
             let Some(p) = channel.presence.as_ref() else {
                 continue;
             };
-            for conn in p.members.holders(user_id) {
-                if let Some(sub) = channel.subscribers.get(conn) {
-                    ids.push(&sub.outbox);
+            for holder in p.members.holders(user_id) {
+                if let Holder::Conn(conn) = holder {
+                    if let Some(sub) = channel.subscribers.get(conn) {
+                        ids.push(&sub.outbox);
+                    }
                 }
             }
         }
@@ -661,12 +552,18 @@ impl App {
         self.state().signins.remove(conn, user_id);
     }
 
-    /// Gauges of this app for `/metrics`.
+    /// Gauges of this app for `/metrics`: members as this node sees them
+    /// (every node's, in a cluster).
     pub fn gauges(&self) -> Gauges {
         let state = self.state();
         Gauges {
             connections: self.connection_count() as u64,
-            channels: state.table.channels.len() as u64,
+            channels: state
+                .table
+                .channels
+                .values()
+                .filter(|c| !c.subscribers.is_empty())
+                .count() as u64,
             presence_members: state
                 .table
                 .channels
@@ -676,6 +573,19 @@ impl App {
                 .sum(),
         }
     }
+}
+
+fn user_count(table: &ChannelTable, name: &str) -> Option<usize> {
+    if ChannelKind::of(name) != ChannelKind::Presence {
+        return None;
+    }
+    Some(
+        table
+            .channels
+            .get(name)
+            .and_then(|c| c.presence.as_ref())
+            .map_or(0, |p| p.members.len()),
+    )
 }
 
 fn info_of(c: &Channel) -> ChannelInfo {
@@ -707,7 +617,7 @@ mod tests {
             )),
             channel_data: Some(data),
         };
-        app.subscribe(&outbox, &sub).await.unwrap();
+        app.subscribe(&outbox, &sub).unwrap();
         (outbox, rx)
     }
 
@@ -722,7 +632,11 @@ mod tests {
 
     #[tokio::test]
     async fn departures_are_announced_except_during_shutdown() {
-        let app = App::new(AppConfig::new("1", "k", "s"), Arc::new(Metrics::default()));
+        let app = App::new(
+            AppConfig::new("1", "k", "s"),
+            Arc::new(Metrics::default()),
+            Arc::new(crate::backplane::Local),
+        );
         let (_a, mut arx) = join(&app, 1, "a").await;
         let (_b, _brx) = join(&app, 2, "b").await;
         let (_c, _crx) = join(&app, 3, "c").await;
