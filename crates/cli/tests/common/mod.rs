@@ -1,8 +1,12 @@
 //! End-to-end helpers: `whosin serve` as a separate process, visitors made
 //! with the client crate, an event log with deadlines, a consistency check
 //! for presence event streams, and a TCP relay that can go half-open.
+//! Cluster fault helpers (Redis, a fault proxy, raw observers) are in
+//! [`faults`].
 
 #![allow(dead_code)]
+
+pub mod faults;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
