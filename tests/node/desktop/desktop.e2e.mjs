@@ -72,10 +72,13 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   t.after(() => rmSync(config, { recursive: true, force: true }));
   const appPort = await freePort();
   const driverPort = await freePort();
+  // A port of its own for WebKitWebDriver too: one left behind by an
+  // earlier, interrupted run must not take this run's default (4445).
+  const nativePort = await freePort();
   const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none' };
   // The driver's output goes nowhere: a pipe would be inherited by the app
   // and keep this process waiting after the test.
-  const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
+  const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
   t.after(() => driver.kill('SIGKILL'));
   const wd = new WebDriver(driverPort);
   await waitFor('tauri-driver /status', async () => (await fetch(`${wd.base}/status`)).ok);
