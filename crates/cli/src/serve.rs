@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Frames that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
+    /// Bytes that may queue for one client before it counts as too slow (4100).
+    #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE_BYTES")]
+    outbound_queue_bytes: Option<usize>,
     /// TOML config file (several apps go here; see the README).
     #[arg(long, env = "WHOSIN_CONFIG")]
     config: Option<PathBuf>,
@@ -129,6 +132,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
     }
     if let Some(n) = args.outbound_queue.or(file.outbound_queue) {
         config.outbound_queue = n;
+    }
+    if let Some(n) = args.outbound_queue_bytes.or(file.outbound_queue_bytes) {
+        config.outbound_queue_bytes = n;
     }
     if let Some(n) = file.max_message_bytes {
         config.max_message_bytes = n;

@@ -175,6 +175,9 @@ pub struct ServerConfig {
     pub pong_timeout: Duration,
     /// Frames that may wait for one slow client before it is disconnected.
     pub outbound_queue: usize,
+    /// Bytes that may wait for one slow client before it is disconnected
+    /// (a single larger frame still goes to an empty queue).
+    pub outbound_queue_bytes: usize,
     /// Largest WebSocket message accepted from a client, in bytes.
     pub max_message_bytes: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -197,6 +200,7 @@ impl ServerConfig {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             outbound_queue: 1024,
+            outbound_queue_bytes: 16 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
@@ -248,6 +252,12 @@ impl ServerConfig {
                 "outbound queue must hold at least 1 frame".into(),
             ));
         }
+        if self.outbound_queue_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "outbound queue bytes is {}: it must be at least 65536 (64 KiB), or every busy client would be closed",
+                self.outbound_queue_bytes
+            )));
+        }
         Ok(())
     }
 }
@@ -290,6 +300,8 @@ pub struct FileConfig {
     pub pong_timeout: Option<u64>,
     /// Frames queued per connection.
     pub outbound_queue: Option<usize>,
+    /// Bytes queued per connection.
+    pub outbound_queue_bytes: Option<usize>,
     /// Largest client message, bytes.
     pub max_message_bytes: Option<usize>,
     /// Trusted proxy networks.

@@ -48,7 +48,14 @@ struct Handler {
     signed_in: Option<String>,
     /// Client events sent in the current second (the rate limit).
     rate: RateWindow,
+    /// Subscribes to channels this connection is already in, this second:
+    /// each is answered with the roster again, so they are limited.
+    repeats: RateWindow,
 }
+
+/// Repeated subscribes to one channel a connection may send per second; a
+/// client has no reason to send more than one (it is confirmed each time).
+const REPEATED_SUBSCRIBES_PER_SECOND: u32 = 5;
 
 impl Drop for Handler {
     fn drop(&mut self) {
@@ -116,10 +123,11 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
     }
     let id = shared.next_connection_id();
     let socket_id: Arc<str> = Arc::from(format!("{}.{}", shared.node_number, id));
-    let (outbox, mailbox) = Outbox::new(
+    let (outbox, mailbox) = Outbox::with_bounds(
         id,
         socket_id.clone(),
         shared.config.outbound_queue,
+        shared.config.outbound_queue_bytes,
         shared.metrics.clone(),
     );
     let mut handler = Handler {
@@ -129,6 +137,10 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         channels: Vec::new(),
         signed_in: None,
         rate: RateWindow {
+            start: Instant::now(),
+            count: 0,
+        },
+        repeats: RateWindow {
             start: Instant::now(),
             count: 0,
         },
@@ -386,6 +398,19 @@ impl Handler {
         match frame {
             ClientFrame::Ping => self.outbox.send(Frame::from(server::pong())),
             ClientFrame::Pong => {}
+            ClientFrame::Subscribe(sub)
+                if self.channels.contains(&sub.channel)
+                    && !self.repeats.allow(REPEATED_SUBSCRIBES_PER_SECOND) =>
+            {
+                self.outbox.send(Frame::from(server::subscription_error(
+                    &sub.channel,
+                    429,
+                    &format!(
+                        "already subscribed to {}; repeated subscribes are limited to {REPEATED_SUBSCRIBES_PER_SECOND} per second",
+                        sub.channel
+                    ),
+                )));
+            }
             ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub) {
                 Ok(_) => {
                     if !self.channels.contains(&sub.channel) {

@@ -5,6 +5,13 @@
 //! counted as a slow client. That is what keeps one stalled reader from
 //! growing memory or slowing a broadcast to everyone else.
 //!
+//! The queue is bounded twice: in frames, and in bytes (a frame's length
+//! counts in every queue that holds it, even though the bytes are shared:
+//! the bound is about what the client owes, so a client that asks for the
+//! same 600 kB roster again and again without reading is closed after a few
+//! dozen, whatever the sharing saves). A single frame larger than the byte
+//! bound still goes to an empty queue, so a big roster is never refused.
+//!
 //! The queue is a plain `VecDeque` behind a mutex that is only ever held
 //! for a push or a drain, with one `Notify` for both "frames are waiting"
 //! and "close now". An idle connection's mailbox holds no allocation beyond
@@ -25,11 +32,19 @@ pub type Frame = Arc<str>;
 /// given back.
 const KEEP_QUEUE_CAPACITY: usize = 16;
 
+/// Queued frames and their total length.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+}
+
 /// The shared state behind an [`Outbox`], read by its connection task.
 #[derive(Debug)]
 pub struct Mailbox {
-    queue: Mutex<VecDeque<Frame>>,
+    queue: Mutex<Queue>,
     capacity: usize,
+    max_bytes: usize,
     close_code: AtomicU16,
     notify: Notify,
     metrics: Arc<Metrics>,
@@ -66,10 +81,12 @@ impl Mailbox {
     /// Moves up to `max` queued frames into `into`, oldest first.
     pub fn drain_into(&self, into: &mut Vec<Frame>, max: usize) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = q.len().min(max);
-        into.extend(q.drain(..n));
-        if q.is_empty() && q.capacity() > KEEP_QUEUE_CAPACITY {
-            *q = VecDeque::new();
+        let n = q.frames.len().min(max);
+        let start = into.len();
+        into.extend(q.frames.drain(..n));
+        q.bytes -= into[start..].iter().map(|f| f.len()).sum::<usize>();
+        if q.frames.is_empty() && q.frames.capacity() > KEEP_QUEUE_CAPACITY {
+            q.frames = VecDeque::new();
         }
     }
 
@@ -79,6 +96,7 @@ impl Mailbox {
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .frames
             .is_empty()
     }
 }
@@ -94,16 +112,29 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A new outbox and the mailbox its connection task reads.
+    /// A new outbox and the mailbox its connection task reads, bounded to
+    /// `capacity` frames (and no bound in bytes; see [`Outbox::with_bounds`]).
     pub fn new(
         id: u64,
         socket_id: Arc<str>,
         capacity: usize,
         metrics: Arc<Metrics>,
     ) -> (Outbox, Arc<Mailbox>) {
+        Outbox::with_bounds(id, socket_id, capacity, usize::MAX, metrics)
+    }
+
+    /// A new outbox bounded to `capacity` frames and `max_bytes` bytes.
+    pub fn with_bounds(
+        id: u64,
+        socket_id: Arc<str>,
+        capacity: usize,
+        max_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Outbox, Arc<Mailbox>) {
         let mailbox = Arc::new(Mailbox {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             capacity,
+            max_bytes,
             close_code: AtomicU16::new(0),
             notify: Notify::new(),
             metrics,
@@ -129,9 +160,13 @@ impl Outbox {
         // Some(was_empty) when queued.
         let queued = {
             let mut q = m.queue.lock().unwrap_or_else(|e| e.into_inner());
-            (q.len() < m.capacity).then(|| {
-                q.push_back(frame);
-                q.len() == 1
+            let fits = q.frames.is_empty()
+                || (q.frames.len() < m.capacity
+                    && q.bytes.saturating_add(frame.len()) <= m.max_bytes);
+            fits.then(|| {
+                q.bytes += frame.len();
+                q.frames.push_back(frame);
+                q.frames.len() == 1
             })
         };
         if let Some(was_empty) = queued {
@@ -186,7 +221,28 @@ mod tests {
         assert_eq!(got.len(), 100);
         assert!(got.iter().enumerate().all(|(i, f)| **f == *i.to_string()));
         assert!(!mb.has_frames());
-        assert_eq!(mb.queue.lock().unwrap().capacity(), 0);
+        assert_eq!(mb.queue.lock().unwrap().frames.capacity(), 0);
+        assert_eq!(mb.queue.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn the_byte_bound_closes_a_client_that_owes_too_much_but_admits_one_big_frame() {
+        let metrics = Arc::new(Metrics::default());
+        let (out, mb) = Outbox::with_bounds(1, Arc::from("1.1"), 100, 10, metrics.clone());
+        out.send(Frame::from("x".repeat(25)));
+        assert_eq!(
+            mb.close_requested(),
+            None,
+            "one frame over the bound still goes"
+        );
+        let mut got = Vec::new();
+        mb.drain_into(&mut got, 10);
+        out.send(Frame::from("abcd"));
+        out.send(Frame::from("efgh"));
+        assert_eq!(mb.close_requested(), None, "8 bytes fit in 10");
+        out.send(Frame::from("ijkl"));
+        assert_eq!(mb.close_requested(), Some(CloseCode::OverCapacity.code()));
+        assert_eq!(metrics.slow_client_disconnects.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

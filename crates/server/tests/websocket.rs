@@ -518,10 +518,24 @@ async fn graceful_shutdown_closes_with_4200_without_announcing_departures() {
 
 #[tokio::test]
 async fn slow_reader_is_dropped_and_others_get_everything() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     let mut cfg = config();
     cfg.outbound_queue = 16;
+    slow_reader_is_dropped(cfg).await;
+}
+
+/// The same with a frame bound that never trips: the byte bound (256 kB,
+/// 32 of these 8 kB events) is what closes the slow reader.
+#[tokio::test]
+async fn slow_reader_is_dropped_by_the_byte_bound() {
+    let mut cfg = config();
+    cfg.outbound_queue = 100_000;
+    cfg.outbound_queue_bytes = 256 * 1024;
+    slow_reader_is_dropped(cfg).await;
+}
+
+async fn slow_reader_is_dropped(cfg: whosin_server::ServerConfig) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     let server = start(cfg).await;
     let addr = server.local_addr();
     let mut slow = Client::connect(addr).await;
@@ -565,7 +579,9 @@ async fn slow_reader_is_dropped_and_others_get_everything() {
     let m = &server.shared().metrics;
     assert_eq!(m.slow_client_disconnects.load(Ordering::Relaxed), 1);
     assert_eq!(
-        app.channel_info("firehose").await.map(|i| i.subscription_count),
+        app.channel_info("firehose")
+            .await
+            .map(|i| i.subscription_count),
         Some(1),
         "the slow client left the channel"
     );
@@ -676,4 +692,36 @@ async fn a_half_sent_handshake_is_dropped_after_the_header_timeout() {
     );
     // A complete handshake on a new connection still works.
     Client::connect(server.local_addr()).await;
+}
+
+/// A member that repeats its presence subscribe gets the roster again a few
+/// times a second, then `subscription_error` 429, and stays connected and
+/// present (it did nothing wrong beyond asking too often).
+#[tokio::test]
+async fn repeated_presence_subscribes_are_rate_limited() {
+    let server = start(config()).await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    a.join("presence-r", "ann").await;
+    let data = presence_data("ann");
+    for _ in 0..20 {
+        a.send_presence("presence-r", &data).await;
+    }
+    let frames = a.drain().await;
+    let confirmed = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::SubscriptionSucceeded { .. }))
+        .count();
+    let refused = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::SubscriptionError { status: 429, .. }))
+        .count();
+    assert!((1..=5).contains(&confirmed), "{frames:?}");
+    assert_eq!(confirmed + refused, 20, "{frames:?}");
+    let mut b = Client::connect(addr).await;
+    assert_eq!(
+        b.join("presence-r", "bob").await.len(),
+        2,
+        "ann still present"
+    );
 }
