@@ -449,6 +449,7 @@ async fn a_reader_stuck_behind_full_socket_buffers_is_closed_by_the_activity_tim
     cfg.activity_timeout = Duration::from_secs(1);
     cfg.pong_timeout = Duration::from_millis(500);
     cfg.outbound_queue = 100_000;
+    cfg.outbound_queue_bytes = 1 << 30;
     let server = start(cfg).await;
     let addr = server.local_addr();
     let mut watcher = Client::connect(addr).await;
@@ -461,7 +462,7 @@ async fn a_reader_stuck_behind_full_socket_buffers_is_closed_by_the_activity_tim
         ServerFrame::MemberAdded { .. }
     ));
     // 32 MB for a client that never reads again: more than loopback socket
-    // buffers take, far less than its queue bound.
+    // buffers take, far less than its queue bounds (frames and bytes).
     let app = server.shared().apps[0].clone();
     let payload = "p".repeat(64 * 1024);
     for _ in 0..512 {
