@@ -6,7 +6,7 @@
 //! period.
 
 use crate::app::App;
-use crate::backplane::{self, Backplane, Local, RedisBackplane};
+use crate::backplane::{Backplane, Local, RedisBackplane};
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
@@ -131,7 +131,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .iter()
         .map(|a| Arc::new(App::new(a.clone(), metrics.clone(), backplane.clone())))
         .collect();
-    tokio::spawn(backplane::dispatch(apps.clone(), inbound_rx));
+    tokio::spawn(crate::app::dispatch(apps.clone(), inbound_rx));
     let shared = Arc::new(Shared {
         config,
         apps,

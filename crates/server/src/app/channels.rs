@@ -11,11 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use whosin_protocol::frame::server;
 use whosin_protocol::roster::subscription_succeeded_escaped;
-use whosin_protocol::{Change, ChannelKind, CloseCode, EscapedMember, Presence};
-
-/// Frames held for one pending subscriber at most; more means it is closed
-/// as too slow, as with a full outbound queue.
-const MAX_PENDING: usize = 1024;
+use whosin_protocol::{Change, ChannelKind, EscapedMember, Presence};
 
 /// A subscriber of one channel.
 #[derive(Debug)]
@@ -23,10 +19,6 @@ pub(crate) struct Subscriber {
     pub outbox: Outbox,
     /// The presence user this connection holds on the channel.
     pub user_id: Option<Arc<str>>,
-    /// While a clustered presence subscribe waits for the cluster roster,
-    /// frames for it are held here and sent after `subscription_succeeded`,
-    /// so nothing that happens meanwhile is missed.
-    pub pending: Option<Vec<Frame>>,
 }
 
 /// Who holds a user present: one of this node's connections, or (in a
@@ -113,21 +105,16 @@ impl Channel {
     }
 
     /// Queues `frame` to every subscriber but `except`.
-    pub fn send_all(&mut self, frame: &Frame, except: Option<u64>) {
+    pub fn send_all(&self, frame: &Frame, except: Option<u64>) {
         self.send_unless(frame, |id, _| Some(id) == except);
     }
 
     /// Queues `frame` to every subscriber for which `skip` is false, in one
     /// pass (the exclusion is checked as the sends go, never by a scan first).
-    pub fn send_unless(&mut self, frame: &Frame, skip: impl Fn(u64, &Outbox) -> bool) {
-        for (id, sub) in self.subscribers.iter_mut() {
-            if skip(*id, &sub.outbox) {
-                continue;
-            }
-            match &mut sub.pending {
-                Some(held) if held.len() < MAX_PENDING => held.push(frame.clone()),
-                Some(_) => sub.outbox.close(CloseCode::OverCapacity),
-                None => sub.outbox.send(frame.clone()),
+    pub fn send_unless(&self, frame: &Frame, skip: impl Fn(u64, &Outbox) -> bool) {
+        for (id, sub) in &self.subscribers {
+            if !skip(*id, &sub.outbox) {
+                sub.outbox.send(frame.clone());
             }
         }
     }

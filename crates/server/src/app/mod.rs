@@ -28,7 +28,7 @@ pub(crate) mod signins;
 pub use check::{ClientEventError, SubscribeError};
 
 use crate::announce::announce;
-use crate::backplane::{Backplane, Hold, Published};
+use crate::backplane::{Backplane, Hold, Inbound, Published};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
@@ -38,6 +38,7 @@ use signins::SignIns;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
 use whosin_protocol::frame::{server, Data};
 use whosin_protocol::{Change, ChannelKind, CloseCode, SubscribeData};
 
@@ -195,7 +196,6 @@ impl App {
             Subscriber {
                 outbox: outbox.clone(),
                 user_id: user_id.clone(),
-                pending: None,
             },
         );
         if let Some(change) = &added {
@@ -571,6 +571,59 @@ impl App {
                 .filter_map(|c| c.presence.as_ref())
                 .map(|p| p.members.len() as u64)
                 .sum(),
+        }
+    }
+}
+
+/// Routes inbound messages to the apps until every sender is gone.
+pub async fn dispatch(apps: Vec<Arc<App>>, mut inbound: mpsc::Receiver<Inbound>) {
+    let by_id: HashMap<String, Arc<App>> = apps
+        .iter()
+        .map(|a| (a.config.id.clone(), a.clone()))
+        .collect();
+    while let Some(msg) = inbound.recv().await {
+        match msg {
+            Inbound::Deliver {
+                app,
+                channel,
+                frame,
+                except,
+            } => {
+                if let Some(a) = by_id.get(&app) {
+                    a.deliver(&channel, &frame, except.as_deref());
+                }
+            }
+            Inbound::Presence {
+                app,
+                node,
+                channel,
+                user,
+                info,
+            } => {
+                if let Some(a) = by_id.get(&app) {
+                    a.remote_presence(&node, &channel, &user, info);
+                }
+            }
+            Inbound::Snapshot { app, node, holds } => {
+                if let Some(a) = by_id.get(&app) {
+                    a.remote_snapshot(&node, holds);
+                }
+            }
+            Inbound::Gone { node } => {
+                for a in &apps {
+                    a.remote_gone(&node);
+                }
+            }
+            Inbound::Republish { app } => {
+                if let Some(a) = by_id.get(&app) {
+                    a.republish();
+                }
+            }
+            Inbound::Terminate { app, user } => {
+                if let Some(a) = by_id.get(&app) {
+                    a.terminate_local(&user);
+                }
+            }
         }
     }
 }

@@ -7,8 +7,9 @@
 //! [`redis::RedisBackplane`] shares through Redis.
 //!
 //! What other nodes do comes back as [`Inbound`] messages on a channel that
-//! one task ([`dispatch`]) routes to the apps: the backplane holds no
-//! pointer to the apps, so there is no cycle between them.
+//! one task ([`crate::app::dispatch`]) routes to the apps: the backplane
+//! holds no pointer to the apps and this module does not know them, so
+//! there is no cycle between them.
 //!
 //! Presence in a cluster works like Phoenix.Tracker: each node is the
 //! authority on its own connections and tells the others which users it
@@ -22,14 +23,12 @@ pub mod redis;
 
 pub use self::redis::{ClusterConfig, RedisBackplane};
 
-use crate::app::App;
 use crate::outbox::Frame;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// A future returned by a backplane query.
 pub type Query<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -155,57 +154,4 @@ pub enum Inbound {
         /// The user.
         user: String,
     },
-}
-
-/// Routes inbound messages to the apps until every sender is gone.
-pub async fn dispatch(apps: Vec<Arc<App>>, mut inbound: mpsc::Receiver<Inbound>) {
-    let by_id: HashMap<String, Arc<App>> = apps
-        .iter()
-        .map(|a| (a.config.id.clone(), a.clone()))
-        .collect();
-    while let Some(msg) = inbound.recv().await {
-        match msg {
-            Inbound::Deliver {
-                app,
-                channel,
-                frame,
-                except,
-            } => {
-                if let Some(a) = by_id.get(&app) {
-                    a.deliver(&channel, &frame, except.as_deref());
-                }
-            }
-            Inbound::Presence {
-                app,
-                node,
-                channel,
-                user,
-                info,
-            } => {
-                if let Some(a) = by_id.get(&app) {
-                    a.remote_presence(&node, &channel, &user, info);
-                }
-            }
-            Inbound::Snapshot { app, node, holds } => {
-                if let Some(a) = by_id.get(&app) {
-                    a.remote_snapshot(&node, holds);
-                }
-            }
-            Inbound::Gone { node } => {
-                for a in &apps {
-                    a.remote_gone(&node);
-                }
-            }
-            Inbound::Republish { app } => {
-                if let Some(a) = by_id.get(&app) {
-                    a.republish();
-                }
-            }
-            Inbound::Terminate { app, user } => {
-                if let Some(a) = by_id.get(&app) {
-                    a.terminate_local(&user);
-                }
-            }
-        }
-    }
 }
