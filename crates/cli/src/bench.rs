@@ -34,6 +34,35 @@ pub enum Bench {
     Idle(IdleArgs),
     /// S subscribers on one channel, REST triggers at a rate; measure delivery latency.
     Broadcast(BroadcastArgs),
+    /// M members in a presence channel; one repeats its subscribe R times
+    /// without reading; measure the server's memory and that others are served.
+    Repeat(RepeatArgs),
+}
+
+/// Options of the repeat scenario.
+#[derive(Debug, Args)]
+pub struct RepeatArgs {
+    /// Server URL (ws://HOST:PORT), loopback only.
+    #[arg(long, default_value = "ws://127.0.0.1:6001")]
+    url: String,
+    /// App key.
+    #[arg(long)]
+    key: String,
+    /// App secret (members sign locally).
+    #[arg(long)]
+    secret: String,
+    /// Members in the channel (the repeater is one more).
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// Subscribes the repeater sends after joining, without reading.
+    #[arg(long, default_value_t = 10_000)]
+    repeats: usize,
+    /// Server process id (required: memory is read from /proc).
+    #[arg(long)]
+    server_pid: u32,
+    /// Only the JSON line on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of the rooms scenario.
@@ -175,7 +204,111 @@ pub async fn run(b: Bench) -> Result<()> {
         Bench::Rooms(a) => rooms(a).await,
         Bench::Idle(a) => idle(a).await,
         Bench::Broadcast(a) => broadcast(a).await,
+        Bench::Repeat(a) => repeat(a).await,
     }
+}
+
+/// The repeat scenario: what a member that asks for the roster again and
+/// again, and never reads, costs the server, and whether the others are
+/// still served meanwhile.
+async fn repeat(a: RepeatArgs) -> Result<()> {
+    let url = loopback_url(&a.url, &a.key, false)?;
+    let channel = "presence-repeat";
+    let frames = Arc::new(AtomicU64::new(0));
+    let mut held = Vec::with_capacity(a.members);
+    for start in (0..a.members).step_by(500) {
+        let end = (start + 500).min(a.members);
+        let batch = (start..end).map(|_| connect(&url, frames.clone()));
+        for c in futures_util::future::join_all(batch).await {
+            let mut m = c?;
+            let sub = subscribe_frame(
+                &a.key,
+                &a.secret,
+                &m.socket_id,
+                channel,
+                &format!("m{}", held.len()),
+            );
+            m.sink.send(Message::text(sub)).await?;
+            held.push(m);
+        }
+        progress(a.json, "joining", end, a.members);
+    }
+    // The repeater: joins, then never reads again.
+    let ws = open(&url).await?;
+    let (mut sink, mut stream) = ws.split();
+    let socket_id = loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await? {
+            Some(Ok(Message::Text(t))) => {
+                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
+                    ServerFrame::parse(t.as_str())
+                {
+                    break socket_id;
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => bail!("the server closed before connection_established"),
+        }
+    };
+    let sub = subscribe_frame(&a.key, &a.secret, &socket_id, channel, "repeater");
+    // Settle: the members' frame count stops moving (every join announced)
+    // before memory is read.
+    let settle_until = Instant::now() + Duration::from_secs(600);
+    let mut last = u64::MAX;
+    while frames.load(Ordering::Relaxed) != last && Instant::now() < settle_until {
+        last = frames.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before = rss_kb(a.server_pid).context("cannot read the server's memory (--server-pid)")?;
+    let mut peak = before;
+    for i in 0..a.repeats {
+        // A full socket blocks the send: bound it, and stop when it is stuck.
+        if tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(Message::text(sub.clone())),
+        )
+        .await
+        .is_err()
+        {
+            progress(a.json, "repeating (blocked)", i, a.repeats);
+            break;
+        }
+        if i % 100 == 0 {
+            peak = peak.max(rss_kb(a.server_pid).unwrap_or(0));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    peak = peak.max(rss_kb(a.server_pid).unwrap_or(0));
+    // Everyone else is still served: a newcomer's member_added reaches the members.
+    let seen_before = frames.load(Ordering::Relaxed);
+    let mut newcomer = connect(&url, frames.clone()).await?;
+    let sub = subscribe_frame(&a.key, &a.secret, &newcomer.socket_id, channel, "newcomer");
+    newcomer.sink.send(Message::text(sub)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while frames.load(Ordering::Relaxed) < seen_before + a.members as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = frames.load(Ordering::Relaxed) - seen_before;
+    let after = rss_kb(a.server_pid).unwrap_or(0);
+    let report = json!({
+        "scenario": "repeat",
+        "members": a.members,
+        "repeats": a.repeats,
+        "server_rss_before_kb": before,
+        "server_rss_peak_kb": peak,
+        "server_rss_after_kb": after,
+        "frames_to_members_after_a_new_join": delivered,
+    });
+    if !a.json {
+        eprintln!(
+            "repeat: {} members, {} repeats; server RSS {} → peak {} kB; a new join reached {} frames",
+            a.members, a.repeats, before, peak, delivered
+        );
+    }
+    println!("{report}");
+    drop((held, sink, stream, newcomer));
+    Ok(())
 }
 
 /// A loopback-only WebSocket URL for an app.
