@@ -321,7 +321,7 @@ pub mod server {
     }
 
     /// `pusher_internal:subscription_succeeded`; `presence_json` is
-    /// [`crate::Roster::presence_json`] for presence channels.
+    /// [`crate::roster::presence_json`] for presence channels.
     pub fn subscription_succeeded(channel: &str, presence_json: Option<&str>) -> String {
         frame(
             "pusher_internal:subscription_succeeded",

@@ -7,7 +7,7 @@
 //! the activity/pong timer. Input and output take turns in bounded slices,
 //! so a client that floods cannot starve its own deliveries and a burst of
 //! deliveries cannot stop it from being read. What the connection is to the
-//! rest of the server lives in its [`Handler`] (mini-redis's name), whose
+//! rest of the server lives in its `Handler` (mini-redis's name), whose
 //! `Drop` is the cleanup, so a connection leaves its channels however the
 //! task ends.
 

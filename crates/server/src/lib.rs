@@ -7,14 +7,12 @@
 //! * [`connection`] — one WebSocket connection's task.
 //! * [`outbox`] — a connection's bounded outbound queue.
 //! * [`app`] — one app's channels, subscribers and presence members.
-//! * [`announce`] — the one place presence changes become frames.
 //! * [`backplane`] — what the nodes of a cluster share: local, or Redis.
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`).
 
-mod announce;
 pub mod app;
 pub mod auth_endpoint;
 pub mod backplane;

@@ -9,17 +9,19 @@
 //! any `member_*` that follows it.
 //!
 //! The parts, one concern each:
-//! * [`check`] — what a subscription or client event must satisfy first;
-//! * [`channels`] — the channel table and delivery to local subscribers;
-//! * [`signins`] — users signed in with `pusher:signin`;
-//! * [`quota`] — the per-app connection quota.
+//! * `check` — what a subscription or client event must satisfy first;
+//! * `channels` — the channel table and delivery to local subscribers;
+//! * `signins` — users signed in with `pusher:signin`;
+//! * `quota` — the per-app connection quota;
+//! * `announce` — the one place presence changes become frames.
 //!
 //! Presence is decided in one place, the protocol's model
 //! ([`whosin_protocol::Presence`]), for local connections and, in a
 //! cluster, for the other nodes alike (each is one more holder); what it
-//! decides is announced in one place, [`crate::announce`]. What other nodes
+//! decides is announced in one place, `announce`. What other nodes
 //! share comes through the [`Backplane`].
 
+pub(crate) mod announce;
 pub(crate) mod channels;
 pub(crate) mod check;
 pub(crate) mod quota;
@@ -27,11 +29,11 @@ pub(crate) mod signins;
 
 pub use check::{ClientEventError, SubscribeError};
 
-use crate::announce::announce;
 use crate::backplane::{Backplane, Hold, Inbound, Published};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
+use announce::announce;
 use channels::{Channel, ChannelTable, Holder, Subscriber};
 use quota::ConnectionQuota;
 use signins::SignIns;

@@ -6,7 +6,7 @@
 //! Later outputs of a change (webhooks, subscription counts, watchlists)
 //! hook in here, so that they cannot disagree with the frames.
 
-use crate::app::channels::Channel;
+use super::channels::Channel;
 use crate::outbox::Frame;
 use whosin_protocol::frame::server;
 use whosin_protocol::Change;
