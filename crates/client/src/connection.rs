@@ -1,21 +1,21 @@
 //! The connection task: one per client, owning the WebSocket.
 //!
-//! It connects, reads `connection_established`, (re)subscribes every wanted
-//! channel, and then selects over frames from the server, commands from the
-//! [`Client`] handle, finished authorizations and one deadline for the
-//! ping/pong timer. When a session ends, the close code decides what comes
-//! next, as in pusher-js: 4000–4099 stop, 4100–4199 back off, 4200–4299
-//! reconnect at once, anything else (network loss, a dead link) backs off
-//! with jitter.
+//! It only moves bytes and keeps time: it connects, reads
+//! `connection_established`, and then selects over frames from the server,
+//! commands from the [`Client`] handle, finished authorizations and one
+//! deadline for the ping/pong timer, handing each to the pure [`Session`]
+//! and carrying out what it answers ([`Output`]). When a connection ends,
+//! [`after_close`] decides what comes next, as in pusher-js: 4000–4099
+//! stop, 4100–4199 back off, 4200–4299 reconnect at once, anything else
+//! (network loss, a dead link) backs off with jitter.
 
 use crate::auth::{AuthError, Authorizer, ChannelAuth};
 use crate::backoff::Backoff;
 use crate::endpoint::Endpoint;
 use crate::event::{ConnectionState, Event, Member, StopReason};
-use crate::roster::{Change, PresenceRoster, SnapshotOutcome};
+use crate::session::{after_close, Next, Output, Session};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -25,8 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsClos
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use whosin_protocol::frame::ServerFrame;
-use whosin_protocol::ChannelKind;
+use whosin_protocol::frame::{client, ServerFrame};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -102,7 +101,7 @@ impl ClientBuilder {
         let (ev_tx, ev_rx) = mpsc::channel(self.event_capacity);
         let view = Arc::new(Mutex::new(View {
             state: ConnectionState::Connecting,
-            rosters: HashMap::new(),
+            session: Session::new(self.authorizer.is_some()),
         }));
         let (auth_tx, auth_rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -115,7 +114,6 @@ impl ClientBuilder {
             commands: cmd_rx,
             events: ev_tx,
             view: view.clone(),
-            wanted: BTreeSet::new(),
             auth_tx,
             auth_rx,
         };
@@ -156,11 +154,12 @@ enum Command {
     Close,
 }
 
-/// What the handle can read without asking the task.
+/// What the handle can read without asking the task: the state, and the
+/// session (the one place the rosters are kept).
 #[derive(Debug)]
 struct View {
     state: ConnectionState,
-    rosters: HashMap<String, PresenceRoster>,
+    session: Session,
 }
 
 /// A handle to a running client. Cheap to clone; the connection closes when
@@ -202,14 +201,9 @@ impl Client {
     /// Sends a client event (`client-` is prepended when missing). Dropped
     /// when not connected, as client events are not queued by Pusher either.
     pub fn trigger(&self, channel: &str, event: &str, data: Value) {
-        let event = if event.starts_with("client-") {
-            event.to_owned()
-        } else {
-            format!("client-{event}")
-        };
         let _ = self.commands.send(Command::Trigger {
             channel: channel.to_owned(),
-            event,
+            event: event.to_owned(),
             data,
         });
     }
@@ -227,9 +221,7 @@ impl Client {
     /// `(me, members)` of a presence channel as last known; `None` before
     /// its first snapshot or for a channel not subscribed.
     pub fn members(&self, channel: &str) -> Option<(Option<Member>, Vec<Member>)> {
-        let view = self.view();
-        let r = view.rosters.get(channel)?;
-        Some((r.me(), r.members()))
+        self.view().session.members(channel)
     }
 }
 
@@ -257,8 +249,6 @@ struct Task {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<Event>,
     view: Arc<Mutex<View>>,
-    /// Channels the caller wants, resubscribed after every reconnect.
-    wanted: BTreeSet<String>,
     auth_tx: mpsc::UnboundedSender<(String, String, Result<ChannelAuth, AuthError>)>,
     auth_rx: mpsc::UnboundedReceiver<(String, String, Result<ChannelAuth, AuthError>)>,
 }
@@ -340,14 +330,8 @@ impl Task {
                 _ = sleep_until(until) => return true,
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => return false,
-                    Some(Command::Subscribe(ch)) => { self.wanted.insert(ch); }
-                    Some(Command::Unsubscribe(ch)) => {
-                        self.wanted.remove(&ch);
-                        self.view().rosters.remove(&ch);
-                    }
-                    Some(Command::Trigger { channel, event, .. }) => {
-                        tracing::warn!(%channel, %event, "client event dropped: not connected");
-                    }
+                    // Not connected: the session only takes note.
+                    Some(cmd) => { self.command(cmd); }
                 },
             }
         }
@@ -381,7 +365,7 @@ impl Task {
                         }
                         _ => {}
                     },
-                    Some(Ok(Message::Close(frame))) => return Err(classify_close(frame.as_ref())),
+                    Some(Ok(Message::Close(frame))) => return Err(closed(frame.as_ref())),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         return Err(unreachable(format!(
@@ -416,51 +400,44 @@ impl Task {
             socket_id: socket_id.clone(),
         })
         .await;
-        let wanted: Vec<String> = self.wanted.iter().cloned().collect();
-        for ch in wanted {
-            if let Err(reason) = self.start_subscribe(&mut ws, &socket_id, &ch).await {
-                return lost(reason);
-            }
+        let out = self.view().session.connected(&socket_id);
+        let outcome = self.connected(&mut ws, out, activity).await;
+        self.view().session.disconnected();
+        outcome
+    }
+
+    /// The life of one connection, until it ends.
+    async fn connected(&mut self, ws: &mut Ws, first: Vec<Output>, activity: Duration) -> Outcome {
+        if let Err(reason) = self.perform(ws, first).await {
+            return lost(reason);
         }
         let mut deadline = Instant::now() + activity;
         let mut awaiting_pong = false;
         loop {
-            tokio::select! {
+            let out = tokio::select! {
                 msg = ws.next() => {
                     deadline = Instant::now() + activity;
                     awaiting_pong = false;
                     match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            if let Err(reason) = self.on_frame(&mut ws, t.as_str()).await {
-                                return lost(reason);
-                            }
-                        }
-                        Some(Ok(Message::Close(frame))) => return classify_close(frame.as_ref()),
-                        Some(Ok(_)) => {}
+                        Some(Ok(Message::Text(t))) => self.view().session.on_frame(t.as_str()),
+                        Some(Ok(Message::Close(frame))) => return closed(frame.as_ref()),
+                        Some(Ok(_)) => continue,
                         Some(Err(e)) => return lost(format!("connection lost: {e}")),
                         None => return lost("connection lost: the server went away".into()),
                     }
                 }
-                cmd = self.commands.recv() => {
-                    let cmd = cmd.unwrap_or(Command::Close);
-                    match self.on_command(&mut ws, &socket_id, cmd).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            let _ = timeout(Duration::from_secs(1), ws.close(Some(CloseFrame {
-                                code: WsCloseCode::Normal,
-                                reason: "client closed".into(),
-                            }))).await;
-                            return Outcome::Closed;
-                        }
-                        Err(reason) => return lost(reason),
+                cmd = self.commands.recv() => match cmd.unwrap_or(Command::Close) {
+                    Command::Close => {
+                        let _ = timeout(Duration::from_secs(1), ws.close(Some(CloseFrame {
+                            code: WsCloseCode::Normal,
+                            reason: "client closed".into(),
+                        }))).await;
+                        return Outcome::Closed;
                     }
-                }
+                    cmd => self.command(cmd),
+                },
                 Some((sid, channel, result)) = self.auth_rx.recv() => {
-                    if sid == socket_id && self.wanted.contains(&channel) {
-                        if let Err(reason) = self.finish_subscribe(&mut ws, &channel, result).await {
-                            return lost(reason);
-                        }
-                    }
+                    self.view().session.authorized(&sid, &channel, result)
                 }
                 _ = sleep_until(deadline) => {
                     if awaiting_pong {
@@ -469,275 +446,53 @@ impl Task {
                             self.pong_timeout
                         ));
                     }
-                    if let Err(e) = send(&mut ws, json!({"event":"pusher:ping","data":{}})).await {
-                        return lost(e);
-                    }
                     awaiting_pong = true;
                     deadline = Instant::now() + self.pong_timeout;
+                    vec![Output::Send(client::ping())]
                 }
+            };
+            if let Err(reason) = self.perform(ws, out).await {
+                return lost(reason);
             }
         }
     }
 
-    /// Handles a command; `Ok(false)` means close.
-    async fn on_command(
-        &mut self,
-        ws: &mut Ws,
-        socket_id: &str,
-        cmd: Command,
-    ) -> Result<bool, String> {
+    /// Hands a command of the caller to the session.
+    fn command(&mut self, cmd: Command) -> Vec<Output> {
+        let mut view = self.view();
         match cmd {
-            Command::Close => return Ok(false),
-            Command::Subscribe(ch) => {
-                if self.wanted.insert(ch.clone()) {
-                    self.start_subscribe(ws, socket_id, &ch).await?;
-                }
-            }
-            Command::Unsubscribe(ch) => {
-                if self.wanted.remove(&ch) {
-                    self.view().rosters.remove(&ch);
-                    send(
-                        ws,
-                        json!({"event":"pusher:unsubscribe","data":{"channel":ch}}),
-                    )
-                    .await?;
-                }
-            }
+            Command::Subscribe(ch) => view.session.subscribe(&ch),
+            Command::Unsubscribe(ch) => view.session.unsubscribe(&ch),
             Command::Trigger {
                 channel,
                 event,
                 data,
-            } => {
-                send(ws, json!({"event":event,"channel":channel,"data":data})).await?;
-            }
-        }
-        Ok(true)
-    }
-
-    /// Subscribes at once (public) or starts the authorization.
-    async fn start_subscribe(
-        &mut self,
-        ws: &mut Ws,
-        socket_id: &str,
-        channel: &str,
-    ) -> Result<(), String> {
-        let kind = ChannelKind::of(channel);
-        if !kind.needs_auth() {
-            return send(
-                ws,
-                json!({"event":"pusher:subscribe","data":{"channel":channel}}),
-            )
-            .await;
-        }
-        let Some(authorizer) = self.authorizer.clone() else {
-            self.emit(Event::SubscriptionFailed {
-                channel: channel.to_owned(),
-                status: None,
-                message: AuthError::NoAuthorizer(channel.to_owned()).to_string(),
-            })
-            .await;
-            return Ok(());
-        };
-        let tx = self.auth_tx.clone();
-        let (sid, ch) = (socket_id.to_owned(), channel.to_owned());
-        tokio::spawn(async move {
-            let result = authorizer.authorize(&sid, &ch).await;
-            let _ = tx.send((sid, ch, result));
-        });
-        Ok(())
-    }
-
-    /// Sends the subscribe once its authorization is back.
-    async fn finish_subscribe(
-        &mut self,
-        ws: &mut Ws,
-        channel: &str,
-        result: Result<ChannelAuth, AuthError>,
-    ) -> Result<(), String> {
-        match result {
-            Ok(auth) => {
-                if let Some(data) = &auth.channel_data {
-                    let me = serde_json::from_str::<Value>(data).ok().and_then(|v| {
-                        match &v["user_id"] {
-                            Value::String(s) => Some(s.clone()),
-                            Value::Number(n) => Some(n.to_string()),
-                            _ => None,
-                        }
-                    });
-                    let mut view = self.view();
-                    let roster = view
-                        .rosters
-                        .entry(channel.to_owned())
-                        .or_insert_with(|| PresenceRoster::new(None));
-                    roster.me = me;
-                }
-                let mut data = json!({"channel": channel, "auth": auth.auth});
-                if let Some(cd) = auth.channel_data {
-                    data["channel_data"] = Value::String(cd);
-                }
-                send(ws, json!({"event":"pusher:subscribe","data":data})).await
-            }
-            Err(e) => {
-                let status = match &e {
-                    AuthError::Refused { status, .. } => Some(*status),
-                    _ => None,
-                };
-                tracing::warn!(%channel, error = %e, "authorization failed");
-                self.emit(Event::SubscriptionFailed {
-                    channel: channel.to_owned(),
-                    status,
-                    message: e.to_string(),
-                })
-                .await;
-                Ok(())
-            }
+            } => view.session.trigger(&channel, &event, &data),
+            Command::Close => Vec::new(),
         }
     }
 
-    async fn on_frame(&mut self, ws: &mut Ws, text: &str) -> Result<(), String> {
-        let frame = match ServerFrame::parse(text) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(error = %e, "ignoring a frame we do not understand");
-                return Ok(());
-            }
-        };
-        match frame {
-            ServerFrame::Ping => send(ws, json!({"event":"pusher:pong","data":{}})).await?,
-            ServerFrame::Pong | ServerFrame::ConnectionEstablished { .. } => {}
-            ServerFrame::SubscriptionSucceeded {
-                channel,
-                members: None,
-            } => {
-                self.emit(Event::Subscribed { channel }).await;
-            }
-            ServerFrame::SubscriptionSucceeded {
-                channel,
-                members: Some(list),
-            } => {
-                self.on_snapshot(channel, list).await;
-            }
-            ServerFrame::SubscriptionError {
-                channel,
-                status,
-                error,
-            } => {
-                self.emit(Event::SubscriptionFailed {
-                    channel,
-                    status: (status != 0).then_some(status),
-                    message: error,
-                })
-                .await;
-            }
-            ServerFrame::MemberAdded {
-                channel,
-                user_id,
-                user_info,
-            } => {
-                let info = serde_json::from_str(&user_info).unwrap_or(Value::Null);
-                let added = {
-                    let mut view = self.view();
-                    view.rosters
-                        .get_mut(&channel)
-                        .and_then(|r| r.add(&user_id, info).map(|m| (m, r.len())))
-                };
-                if let Some((member, count)) = added {
-                    self.emit(Event::MemberAdded {
-                        channel,
-                        member,
-                        count,
-                    })
-                    .await;
-                }
-            }
-            ServerFrame::MemberRemoved { channel, user_id } => {
-                let removed = {
-                    let mut view = self.view();
-                    view.rosters
-                        .get_mut(&channel)
-                        .and_then(|r| r.remove(&user_id).map(|m| (m, r.len())))
-                };
-                if let Some((member, count)) = removed {
-                    self.emit(Event::MemberRemoved {
-                        channel,
-                        member,
-                        count,
-                    })
-                    .await;
-                }
-            }
-            ServerFrame::Error { code, message } => {
-                self.emit(Event::ServerError { code, message }).await;
-            }
-            ServerFrame::Event {
-                event,
-                channel,
-                data,
-                user_id,
-            } => {
-                if let Some(channel) = channel {
-                    self.emit(Event::Message {
-                        channel,
-                        event,
-                        data,
-                        user_id,
-                    })
-                    .await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_snapshot(&mut self, channel: String, list: Vec<(String, String)>) {
-        let fresh = list
-            .into_iter()
-            .map(|(id, info)| (id, serde_json::from_str(&info).unwrap_or(Value::Null)));
-        let (outcome, me, len) = {
-            let mut view = self.view();
-            let roster = view
-                .rosters
-                .entry(channel.clone())
-                .or_insert_with(|| PresenceRoster::new(None));
-            let outcome = roster.apply_snapshot(fresh);
-            (outcome, roster.me(), roster.len())
-        };
-        match outcome {
-            SnapshotOutcome::First(members) => {
-                self.emit(Event::Snapshot {
-                    channel,
-                    me,
-                    members,
-                })
-                .await;
-            }
-            SnapshotOutcome::Reconciled(changes) => {
-                // Counts step through the changes so each event is consistent.
-                let removed = changes
-                    .iter()
-                    .filter(|c| matches!(c, Change::Removed(_)))
-                    .count();
-                let mut count = len + removed;
-                for change in changes {
-                    let event = match change {
-                        Change::Removed(member) => {
-                            count -= 1;
-                            Event::MemberRemoved {
-                                channel: channel.clone(),
-                                member,
-                                count,
-                            }
-                        }
-                        Change::Added(member) => Event::MemberAdded {
-                            channel: channel.clone(),
-                            member,
-                            count,
-                        },
+    /// Carries out what the session asked: frames go out, events to the
+    /// caller, authorizations run in tasks of their own (their answers come
+    /// back on `auth_rx`).
+    async fn perform(&mut self, ws: &mut Ws, outputs: Vec<Output>) -> Result<(), String> {
+        for output in outputs {
+            match output {
+                Output::Send(text) => send(ws, text).await?,
+                Output::Emit(event) => self.emit(event).await,
+                Output::Authorize { socket_id, channel } => {
+                    let Some(authorizer) = self.authorizer.clone() else {
+                        continue;
                     };
-                    self.emit(event).await;
+                    let tx = self.auth_tx.clone();
+                    tokio::spawn(async move {
+                        let result = authorizer.authorize(&socket_id, &channel).await;
+                        let _ = tx.send((socket_id, channel, result));
+                    });
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -749,41 +504,20 @@ fn lost(reason: String) -> Outcome {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
-    ws.send(Message::Text(v.to_string().into()))
+async fn send(ws: &mut Ws, text: String) -> Result<(), String> {
+    ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| format!("connection lost while sending: {e}"))
 }
 
-fn close_reason_text(frame: Option<&CloseFrame>) -> String {
-    match frame {
-        Some(f) => format!("closed by the server ({}: {})", u16::from(f.code), f.reason),
-        None => "closed by the server".into(),
-    }
-}
-
-/// Pusher's close-code ranges, acted on as pusher-js does.
-fn classify_close(frame: Option<&CloseFrame>) -> Outcome {
-    let Some(f) = frame else {
-        return lost(close_reason_text(None));
-    };
-    let code = u16::from(f.code);
-    let reason = f.reason.to_string();
-    match code {
-        4001 => Outcome::Stop(StopReason::UnknownAppKey(reason)),
-        4004 => Outcome::Stop(StopReason::OverQuota(reason)),
-        4009 => Outcome::Stop(StopReason::Unauthorized(reason)),
-        4000..=4099 => Outcome::Stop(StopReason::Refused { code, reason }),
-        4100..=4199 => Outcome::Retry {
-            immediate: false,
-            reason: close_reason_text(frame),
+/// What a close frame means for the next attempt (see [`after_close`]).
+fn closed(frame: Option<&CloseFrame>) -> Outcome {
+    match after_close(frame.map(|f| (u16::from(f.code), f.reason.as_str()))) {
+        Next::Stop(reason) => Outcome::Stop(reason),
+        Next::Reconnect { immediate, reason } => Outcome::Retry {
+            immediate,
+            reason,
             unreachable: false,
         },
-        4200..=4299 => Outcome::Retry {
-            immediate: true,
-            reason: close_reason_text(frame),
-            unreachable: false,
-        },
-        _ => lost(close_reason_text(frame)),
     }
 }

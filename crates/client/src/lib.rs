@@ -24,7 +24,8 @@
 //! Modules: [`endpoint`] (where to connect), [`auth`] (who signs
 //! subscriptions), [`ip`] (public IP lookup), [`backoff`] (when to retry),
 //! [`roster`] (presence reconciliation), [`event`] (what the caller sees),
-//! and the connection task in `connection`.
+//! [`session`] (the protocol as a pure state machine), and the connection
+//! task in `connection`, which only moves bytes and keeps the timers.
 
 pub mod auth;
 pub mod backoff;
@@ -34,6 +35,7 @@ pub mod event;
 pub mod identity;
 pub mod ip;
 pub mod roster;
+pub mod session;
 
 pub use auth::{AuthError, Authorizer, ChannelAuth, HttpAuthorizer, LocalSigner, UserData};
 pub use backoff::Backoff;
@@ -41,3 +43,4 @@ pub use connection::{Client, ClientBuilder, Events};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{ConnectionState, Event, Member, StopReason};
 pub use ip::{IpLookup, IpLookupError};
+pub use session::{after_close, Next, Output, Session};

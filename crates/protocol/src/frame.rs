@@ -284,6 +284,49 @@ fn frame(event: &str, channel: Option<&str>, data: Data<'_>, user_id: Option<&st
     out
 }
 
+/// Encoders for what a client sends. Unlike the server's `pusher:*` frames,
+/// a client's `data` is a JSON object, not a string (as pusher-js sends).
+pub mod client {
+    use super::*;
+
+    /// `pusher:ping`.
+    pub fn ping() -> String {
+        frame("pusher:ping", None, Data::Raw("{}"), None)
+    }
+
+    /// `pusher:pong`, the answer to the server's ping.
+    pub fn pong() -> String {
+        frame("pusher:pong", None, Data::Raw("{}"), None)
+    }
+
+    /// `pusher:subscribe`; `auth` for private and presence channels,
+    /// `channel_data` (the JSON text that was signed) for presence.
+    pub fn subscribe(channel: &str, auth: Option<&str>, channel_data: Option<&str>) -> String {
+        let mut data = format!(r#"{{"channel":{}"#, json_string(channel));
+        if let Some(a) = auth {
+            data.push_str(r#","auth":"#);
+            data.push_str(&json_string(a));
+        }
+        if let Some(cd) = channel_data {
+            data.push_str(r#","channel_data":"#);
+            data.push_str(&json_string(cd));
+        }
+        data.push('}');
+        frame("pusher:subscribe", None, Data::Raw(&data), None)
+    }
+
+    /// `pusher:unsubscribe`.
+    pub fn unsubscribe(channel: &str) -> String {
+        let data = format!(r#"{{"channel":{}}}"#, json_string(channel));
+        frame("pusher:unsubscribe", None, Data::Raw(&data), None)
+    }
+
+    /// A client event on `channel`; `data` is raw JSON, sent as it is.
+    pub fn event(event: &str, channel: &str, data: &str) -> String {
+        frame(event, Some(channel), Data::Raw(data), None)
+    }
+}
+
 /// Encoders for what a server sends. Each returns the finished frame text,
 /// so a broadcast is encoded once and the same bytes go to every subscriber.
 pub mod server {
@@ -811,6 +854,55 @@ mod tests {
                 ("u1".to_owned(), r#"{"name":"A"}"#.to_owned()),
                 ("u2".to_owned(), "null".to_owned())
             ]
+        );
+    }
+
+    #[test]
+    fn client_frames_round_trip_through_the_parser() {
+        assert_eq!(
+            ClientFrame::parse(&client::ping()).unwrap(),
+            ClientFrame::Ping
+        );
+        assert_eq!(
+            ClientFrame::parse(&client::pong()).unwrap(),
+            ClientFrame::Pong
+        );
+        let data = r#"{"user_id":"u \"1\"","user_info":{"name":"Ad\na"}}"#;
+        assert_eq!(
+            ClientFrame::parse(&client::subscribe("presence-a", Some("k:sig"), Some(data)))
+                .unwrap(),
+            ClientFrame::Subscribe(SubscribeData {
+                channel: "presence-a".into(),
+                auth: Some("k:sig".into()),
+                channel_data: Some(data.into()),
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(&client::subscribe("news", None, None)).unwrap(),
+            ClientFrame::Subscribe(SubscribeData {
+                channel: "news".into(),
+                auth: None,
+                channel_data: None,
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse(&client::unsubscribe("news")).unwrap(),
+            ClientFrame::Unsubscribe {
+                channel: "news".into()
+            }
+        );
+        assert_eq!(
+            ClientFrame::parse(&client::event(
+                "client-x",
+                "private-a",
+                r#"{"k":[1,"two"]}"#
+            ))
+            .unwrap(),
+            ClientFrame::ClientEvent {
+                event: "client-x".into(),
+                channel: "private-a".into(),
+                data: r#"{"k":[1,"two"]}"#.into(),
+            }
         );
     }
 }
