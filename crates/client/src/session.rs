@@ -334,11 +334,12 @@ impl Session {
                 members,
             })],
             SnapshotOutcome::Reconciled(changes) => {
+                // Before the changes there were len + removed - added.
                 let removed = changes
                     .iter()
                     .filter(|c| matches!(c, Change::Removed(_)))
                     .count();
-                let mut count = roster.len() + removed;
+                let mut count = roster.len() + removed - (changes.len() - removed);
                 changes
                     .into_iter()
                     .map(|change| {
@@ -351,11 +352,14 @@ impl Session {
                                     count,
                                 }
                             }
-                            Change::Added(member) => Event::MemberAdded {
-                                channel: channel.clone(),
-                                member,
-                                count,
-                            },
+                            Change::Added(member) => {
+                                count += 1;
+                                Event::MemberAdded {
+                                    channel: channel.clone(),
+                                    member,
+                                    count,
+                                }
+                            }
                         })
                     })
                     .collect()
@@ -569,7 +573,7 @@ mod tests {
                 Event::MemberRemoved {
                     channel: "presence-x".into(),
                     member: member("a"),
-                    count: 3
+                    count: 2
                 },
                 Event::MemberAdded {
                     channel: "presence-x".into(),
