@@ -3,6 +3,10 @@
 // pusher-js does, and report presence as the same events the desktop app and
 // `whosin join --json` use: state, snapshot, member_added, member_removed.
 // After a reconnect only real changes are reported (the roster is reconciled).
+// tests/golden/presence-events.json pins those events: the Rust client and
+// this file are both checked against it.
+
+const byId = (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 const DEFAULT_ACTIVITY_S = 120;
 const PONG_TIMEOUT_MS = 30_000;
@@ -92,7 +96,7 @@ export class PresenceTransport {
         if (f.channel === this.channel && !this.members.has(String(data.user_id))) {
           const member = { id: String(data.user_id), info: data.user_info };
           this.members.set(member.id, member.info);
-          this.emit({ event: 'member_added', member, count: this.members.size });
+          this.emit({ event: 'member_added', channel: this.channel, member, count: this.members.size });
         }
         break;
       case 'pusher_internal:member_removed':
@@ -100,7 +104,7 @@ export class PresenceTransport {
           const id = String(data.user_id);
           const info = this.members.get(id);
           this.members.delete(id);
-          this.emit({ event: 'member_removed', member: { id, info }, count: this.members.size });
+          this.emit({ event: 'member_removed', channel: this.channel, member: { id, info }, count: this.members.size });
         }
         break;
       case 'pusher:subscription_error':
@@ -131,18 +135,19 @@ export class PresenceTransport {
     this.members = fresh;
     if (!this.seenSnapshot) {
       this.seenSnapshot = true;
-      const members = [...fresh].map(([id, info]) => ({ id, info }));
+      const members = [...fresh].sort(byId).map(([id, info]) => ({ id, info }));
       const me = this.meId && fresh.has(this.meId) ? { id: this.meId, info: fresh.get(this.meId) } : null;
-      this.emit({ event: 'snapshot', me, members, count: fresh.size });
+      this.emit({ event: 'snapshot', channel: this.channel, count: fresh.size, me, members });
       return;
     }
-    // Reconnected: report only what changed while we were away.
+    // Reconnected: report only what changed while we were away, removals
+    // first, each in id order.
     let count = old.size;
-    for (const [id, info] of old) {
-      if (!fresh.has(id)) this.emit({ event: 'member_removed', member: { id, info }, count: --count });
+    for (const [id, info] of [...old].sort(byId)) {
+      if (!fresh.has(id)) this.emit({ event: 'member_removed', channel: this.channel, member: { id, info }, count: --count });
     }
-    for (const [id, info] of fresh) {
-      if (!old.has(id)) this.emit({ event: 'member_added', member: { id, info }, count: ++count });
+    for (const [id, info] of [...fresh].sort(byId)) {
+      if (!old.has(id)) this.emit({ event: 'member_added', channel: this.channel, member: { id, info }, count: ++count });
     }
   }
 

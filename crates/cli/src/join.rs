@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use whosin_client::{
-    identity, Client, ConnectionState, Endpoint, Event, HttpAuthorizer, IpLookup, LocalSigner,
-    Member, StopReason, UserData,
+    identity, Client, ConnectionState, Endpoint, Event, HttpAuthorizer, IpLookup, JsonEvent,
+    LocalSigner, Member, StopReason, UserData,
 };
 
 /// Exit codes of `join` and `watch`, documented in the README.
@@ -172,7 +172,7 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
             Ok(ip) => {
                 emit(
                     mode,
-                    json!({"event":"public_ip","ip":ip.to_string()}),
+                    &JsonEvent::PublicIp { ip: ip.to_string() },
                     &format!("your public IP: {ip}"),
                 );
                 Some(ip.to_string())
@@ -307,7 +307,7 @@ async fn signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn emit(mode: Mode, v: Value, human: &str) {
+fn emit(mode: Mode, v: &JsonEvent, human: &str) {
     let mut out = std::io::stdout().lock();
     let _ = match mode {
         Mode::Json => writeln!(out, "{v}"),
@@ -315,10 +315,6 @@ fn emit(mode: Mode, v: Value, human: &str) {
         Mode::Board => Ok(()),
     };
     let _ = out.flush();
-}
-
-fn member_json(m: &Member) -> Value {
-    json!({"id": m.id, "info": m.info})
 }
 
 /// "name — ip", the tutorial's line.
@@ -330,39 +326,23 @@ fn label(m: &Member) -> String {
     }
 }
 
+/// One event as a line: its JSON form ([`JsonEvent`], the public contract)
+/// or words for a person.
 fn show(mode: Mode, e: &Event) {
-    match e {
-        Event::State(s) => {
-            let (v, h) = match s {
-                ConnectionState::Connecting => (
-                    json!({"event":"state","state":"connecting"}),
-                    "connecting…".to_owned(),
-                ),
-                ConnectionState::Connected { socket_id } => (
-                    json!({"event":"state","state":"connected","socket_id":socket_id}),
-                    format!("connected (socket {socket_id})"),
-                ),
-                ConnectionState::Reconnecting { delay, reason, .. } => (
-                    json!({"event":"state","state":"reconnecting","delay_ms":delay.as_millis() as u64,"reason":reason}),
-                    format!("reconnecting in {:.1} s: {reason}", delay.as_secs_f64()),
-                ),
-                ConnectionState::Disconnected { reason } => (
-                    json!({"event":"state","state":"disconnected","reason":reason.to_string()}),
-                    format!("disconnected: {reason}"),
-                ),
-            };
-            emit(mode, v, &h);
-        }
+    let human = match e {
+        Event::State(s) => match s {
+            ConnectionState::Connecting => "connecting…".to_owned(),
+            ConnectionState::Connected { socket_id } => format!("connected (socket {socket_id})"),
+            ConnectionState::Reconnecting { delay, reason, .. } => {
+                format!("reconnecting in {:.1} s: {reason}", delay.as_secs_f64())
+            }
+            ConnectionState::Disconnected { reason } => format!("disconnected: {reason}"),
+        },
         Event::Snapshot {
             channel,
             me,
             members,
         } => {
-            let v = json!({
-                "event":"snapshot","channel":channel,"count":members.len(),
-                "me": me.as_ref().map(member_json),
-                "members": members.iter().map(member_json).collect::<Vec<_>>(),
-            });
             let mut h = format!("{} online in {channel}:", members.len());
             for m in members {
                 let you = if me.as_ref().is_some_and(|me| me.id == m.id) {
@@ -372,56 +352,27 @@ fn show(mode: Mode, e: &Event) {
                 };
                 h.push_str(&format!("\n  {}{you}", label(m)));
             }
-            emit(mode, v, &h);
+            h
         }
-        Event::MemberAdded {
-            channel,
-            member,
-            count,
-        } => emit(
-            mode,
-            json!({"event":"member_added","channel":channel,"member":member_json(member),"count":count}),
-            &format!("+ {} joined · {count} online", label(member)),
-        ),
-        Event::MemberRemoved {
-            channel,
-            member,
-            count,
-        } => emit(
-            mode,
-            json!({"event":"member_removed","channel":channel,"member":member_json(member),"count":count}),
-            &format!("- {} left · {count} online", label(member)),
-        ),
+        Event::MemberAdded { member, count, .. } => {
+            format!("+ {} joined · {count} online", label(member))
+        }
+        Event::MemberRemoved { member, count, .. } => {
+            format!("- {} left · {count} online", label(member))
+        }
         Event::SubscriptionFailed {
-            channel,
-            status,
-            message,
-        } => emit(
-            mode,
-            json!({"event":"subscription_error","channel":channel,"status":status,"message":message}),
-            &format!("cannot join {channel}: {message}"),
-        ),
-        Event::Subscribed { channel } => emit(
-            mode,
-            json!({"event":"subscribed","channel":channel}),
-            &format!("subscribed to {channel}"),
-        ),
+            channel, message, ..
+        } => format!("cannot join {channel}: {message}"),
+        Event::Subscribed { channel } => format!("subscribed to {channel}"),
         Event::Message {
             channel,
             event,
             data,
-            user_id,
-        } => emit(
-            mode,
-            json!({"event":"message","channel":channel,"name":event,"data":data,"user_id":user_id}),
-            &format!("{channel}: {event} {data}"),
-        ),
-        Event::ServerError { code, message } => emit(
-            mode,
-            json!({"event":"server_error","code":code,"message":message}),
-            &format!("server error: {message}"),
-        ),
-    }
+            ..
+        } => format!("{channel}: {event} {data}"),
+        Event::ServerError { message, .. } => format!("server error: {message}"),
+    };
+    emit(mode, &JsonEvent::from(e), &human);
 }
 
 /// The `watch` screen: state, count and the list, redrawn in place.

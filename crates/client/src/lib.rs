@@ -41,6 +41,6 @@ pub use auth::{AuthError, Authorizer, ChannelAuth, HttpAuthorizer, LocalSigner, 
 pub use backoff::Backoff;
 pub use connection::{Client, ClientBuilder, Events};
 pub use endpoint::{Endpoint, EndpointError};
-pub use event::{ConnectionState, Event, Member, StopReason};
+pub use event::{ConnectionState, Event, JsonEvent, JsonState, Member, StopReason};
 pub use ip::{IpLookup, IpLookupError};
 pub use session::{after_close, Next, Output, Session};
