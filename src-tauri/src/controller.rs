@@ -5,7 +5,7 @@
 
 use crate::embedded::Embedded;
 use crate::settings::{Editable, Settings, Target};
-use crate::state::{DesktopState, Notice};
+use crate::state::{DesktopState, Notice, Roster};
 use crate::tray::TrayModel;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -41,10 +41,19 @@ struct Inner {
     settings: Settings,
     state: DesktopState,
     client: Option<Client>,
+    /// The channel the client joins; its roster is the session's.
+    channel: Option<String>,
     /// Bumped on every (re)connect, so a pump of an old client stops.
     generation: u64,
     embedded: Option<Embedded>,
     tray: Option<TrayModel>,
+}
+
+impl Inner {
+    /// The session's roster of the joined channel, if any.
+    fn roster(&self) -> Option<Roster> {
+        self.client.as_ref()?.members(self.channel.as_deref()?)
+    }
 }
 
 /// The presence runtime.
@@ -82,6 +91,7 @@ impl Controller {
                 settings,
                 state: DesktopState::default(),
                 client: None,
+                channel: None,
                 generation: 0,
                 embedded: None,
                 tray: None,
@@ -118,7 +128,8 @@ impl Controller {
 
     /// Everything for the window.
     pub fn snapshot(&self) -> Value {
-        self.inner().state.snapshot()
+        let inner = self.inner();
+        inner.state.snapshot(inner.roster().as_ref())
     }
 
     /// The settings panel's fields.
@@ -128,7 +139,9 @@ impl Controller {
 
     /// The tray as last drawn.
     pub fn tray_model(&self) -> TrayModel {
-        TrayModel::of(&self.inner().state)
+        let inner = self.inner();
+        let members = inner.roster().map(|r| r.1).unwrap_or_default();
+        TrayModel::of(&inner.state, &members)
     }
 
     /// Validates and applies new settings, then reconnects. Invalid settings
@@ -172,7 +185,11 @@ impl Controller {
     /// settings), whoever asked for it: the window or the tray menu.
     fn refresh_window(&self) -> Value {
         let _order = self.emit_order.lock().unwrap_or_else(|e| e.into_inner());
-        let snapshot = self.inner().state.refresh();
+        let snapshot = {
+            let mut inner = self.inner();
+            let roster = inner.roster();
+            inner.state.refresh(roster.as_ref())
+        };
         self.ui
             .emit(&json!({"event": "refresh", "seq": snapshot["seq"], "snapshot": snapshot}));
         snapshot
@@ -260,6 +277,7 @@ impl Controller {
             let mut inner = self.inner();
             inner.state.me_id = Some(settings.visitor_id.clone());
             inner.client = Some(client);
+            inner.channel = Some(channel);
             inner.generation
         };
         let me = self.clone();
@@ -309,7 +327,8 @@ impl Controller {
         let _order = self.tray_order.lock().unwrap_or_else(|e| e.into_inner());
         let model = {
             let mut inner = self.inner();
-            let model = TrayModel::of(&inner.state);
+            let members = inner.roster().map(|r| r.1).unwrap_or_default();
+            let model = TrayModel::of(&inner.state, &members);
             if inner.tray.as_ref() == Some(&model) {
                 return;
             }

@@ -1,10 +1,18 @@
 //! What the window and the tray show, as a small state machine apart from
 //! Tauri: client events go in, UI events (numbered, so the window can tell
 //! which came after its snapshot) come out.
+//!
+//! Who is present is not kept here: the client's session keeps the one
+//! roster ([`whosin_client::Client::members`]), and the functions that draw
+//! the whole picture take it as an argument. Events already say who came
+//! or went (with the last known info) and how many are online.
 
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use whosin_client::{ConnectionState, Event, Member};
+
+/// A presence roster as the client's session knows it: this visitor (when
+/// listed) and everyone, sorted by id.
+pub type Roster = (Option<Member>, Vec<Member>);
 
 /// Connection state as the window shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +59,6 @@ pub struct DesktopState {
     pub conn: Conn,
     /// This visitor's id.
     pub me_id: Option<String>,
-    members: BTreeMap<String, Value>,
     /// Whether the user wants to be in the channel.
     pub joined: bool,
     /// The looked-up public IP.
@@ -66,7 +73,6 @@ impl Default for DesktopState {
             seq: 0,
             conn: Conn::Connecting,
             me_id: None,
-            members: BTreeMap::new(),
             joined: true,
             public_ip: None,
             address: None,
@@ -97,22 +103,22 @@ fn member_json(m: &Member) -> Value {
 }
 
 impl DesktopState {
-    /// Members online.
-    pub fn count(&self) -> usize {
-        self.members.len()
-    }
-
     /// Whether the count is live (connected and joined).
     pub fn live(&self) -> bool {
         self.conn == Conn::Connected && self.joined
     }
 
-    /// Up to `n` names for the tray menu: you first, then by name.
-    pub fn names(&self, n: usize) -> Vec<String> {
-        let mut v: Vec<(bool, String)> = self
-            .members
+    /// Up to `n` names of `members` for the tray menu: you first, then by
+    /// name.
+    pub fn names(&self, members: &[Member], n: usize) -> Vec<String> {
+        let mut v: Vec<(bool, String)> = members
             .iter()
-            .map(|(id, info)| (Some(id) != self.me_id.as_ref(), display_name(id, info)))
+            .map(|m| {
+                (
+                    Some(&m.id) != self.me_id.as_ref(),
+                    display_name(&m.id, &m.info),
+                )
+            })
             .collect();
         v.sort();
         v.into_iter()
@@ -151,10 +157,6 @@ impl DesktopState {
                 if let Some(me) = me {
                     self.me_id = Some(me.id.clone());
                 }
-                self.members = members
-                    .iter()
-                    .map(|m| (m.id.clone(), m.info.clone()))
-                    .collect();
                 let p = json!({
                     "event": "snapshot",
                     "me": me.as_ref().map(member_json),
@@ -162,26 +164,18 @@ impl DesktopState {
                 });
                 (Some(self.next(p)), None)
             }
-            Event::MemberAdded { member, .. } => {
-                if self
-                    .members
-                    .insert(member.id.clone(), member.info.clone())
-                    .is_some()
-                {
-                    return (None, None);
-                }
+            // The session reports each arrival and departure once.
+            Event::MemberAdded { member, count, .. } => {
                 let notice = (Some(&member.id) != self.me_id.as_ref())
                     .then(|| Notice::Joined(display_name(&member.id, &member.info)));
-                let p = json!({"event":"member_added","member":member_json(member),"count":self.count()});
+                let p = json!({"event":"member_added","member":member_json(member),"count":count});
                 (Some(self.next(p)), notice)
             }
-            Event::MemberRemoved { member, .. } => {
-                let Some(info) = self.members.remove(&member.id) else {
-                    return (None, None);
-                };
+            Event::MemberRemoved { member, count, .. } => {
                 let notice = (Some(&member.id) != self.me_id.as_ref())
-                    .then(|| Notice::Left(display_name(&member.id, &info)));
-                let p = json!({"event":"member_removed","member":{"id":member.id,"info":info},"count":self.count()});
+                    .then(|| Notice::Left(display_name(&member.id, &member.info)));
+                let p =
+                    json!({"event":"member_removed","member":member_json(member),"count":count});
                 (Some(self.next(p)), notice)
             }
             Event::SubscriptionFailed { message, .. } => {
@@ -199,7 +193,6 @@ impl DesktopState {
     pub fn leave(&mut self) {
         self.joined = false;
         self.conn = Conn::Left;
-        self.members.clear();
         self.seq += 1;
     }
 
@@ -207,15 +200,14 @@ impl DesktopState {
     pub fn restart(&mut self) {
         self.joined = true;
         self.conn = Conn::Connecting;
-        self.members.clear();
         self.seq += 1;
     }
 
     /// Takes a new sequence number for a whole-picture refresh and returns
     /// the snapshot carrying it.
-    pub fn refresh(&mut self) -> Value {
+    pub fn refresh(&mut self, roster: Option<&Roster>) -> Value {
         self.seq += 1;
-        self.snapshot()
+        self.snapshot(roster)
     }
 
     /// Records the public IP and returns its UI event.
@@ -224,22 +216,24 @@ impl DesktopState {
         self.next(json!({"event":"public_ip","ip":ip}))
     }
 
-    /// Everything, for the window's first paint (and after commands).
-    pub fn snapshot(&self) -> Value {
-        let me = self.me_id.as_ref().and_then(|id| {
-            self.members
-                .get(id)
-                .map(|info| json!({"id": id, "info": info}))
-        });
+    /// Everything, for the window's first paint (and after commands), with
+    /// the session's `roster` (none while not joined or before the first
+    /// roster). Events numbered after it may repeat what it already shows;
+    /// the window applies them as set changes, so that is harmless.
+    pub fn snapshot(&self, roster: Option<&Roster>) -> Value {
+        let (me, members) = match (roster, self.joined) {
+            (Some((me, members)), true) => (me.clone(), members.as_slice()),
+            _ => (None, &[][..]),
+        };
         json!({
             "seq": self.seq,
             "state": self.conn.json(),
-            "me": me,
-            "members": self.members.iter().map(|(id, info)| json!({"id": id, "info": info})).collect::<Vec<_>>(),
+            "me": me.as_ref().map(member_json),
+            "members": members.iter().map(member_json).collect::<Vec<_>>(),
             "joined": self.joined,
             "public_ip": self.public_ip,
             "address": self.address,
-            "count": self.count(),
+            "count": members.len(),
         })
     }
 }
@@ -256,6 +250,11 @@ mod tests {
         }
     }
 
+    fn roster(ids: &[&str]) -> Roster {
+        let members: Vec<Member> = ids.iter().map(|i| m(i)).collect();
+        (members.iter().find(|x| x.id == "me").cloned(), members)
+    }
+
     #[test]
     fn follows_a_session() {
         let mut s = DesktopState::default();
@@ -269,7 +268,6 @@ mod tests {
             members: vec![m("me"), m("a")],
         });
         assert_eq!(p.unwrap()["members"].as_array().unwrap().len(), 2);
-        assert_eq!(s.count(), 2);
         assert!(s.live());
         let (p, n) = s.apply(&Event::MemberAdded {
             channel: "c".into(),
@@ -278,37 +276,26 @@ mod tests {
         });
         assert_eq!(p.unwrap()["count"], 3);
         assert_eq!(n, Some(Notice::Joined("Nb".into())));
-        // A duplicate add changes nothing and emits nothing.
-        assert_eq!(
-            s.apply(&Event::MemberAdded {
-                channel: "c".into(),
-                member: m("b"),
-                count: 3
-            }),
-            (None, None)
-        );
-        let (_, n) = s.apply(&Event::MemberRemoved {
+        let (p, n) = s.apply(&Event::MemberRemoved {
             channel: "c".into(),
-            member: Member {
-                id: "a".into(),
-                info: Value::Null,
-            },
+            member: m("a"),
             count: 2,
         });
+        assert_eq!(p.unwrap()["member"]["info"]["name"], "Na");
+        assert_eq!(n, Some(Notice::Left("Na".into())));
+        let now = roster(&["b", "me"]);
         assert_eq!(
-            n,
-            Some(Notice::Left("Na".into())),
-            "the name comes from what we knew"
+            s.names(&now.1, 10),
+            vec!["Nme (you)".to_owned(), "Nb".to_owned()]
         );
-        assert_eq!(s.names(10), vec!["Nme (you)".to_owned(), "Nb".to_owned()]);
-        let snap = s.snapshot();
+        let snap = s.snapshot(Some(&now));
         assert_eq!(snap["count"], 2);
         assert_eq!(snap["me"]["id"], "me");
         assert_eq!(snap["seq"], 4);
     }
 
     #[test]
-    fn reconnecting_keeps_the_list_and_leaving_clears_it() {
+    fn reconnecting_keeps_the_state_and_leaving_shows_nobody() {
         let mut s = DesktopState::default();
         s.apply(&Event::Snapshot {
             channel: "c".into(),
@@ -325,14 +312,19 @@ mod tests {
             (p["state"].as_str(), p["delay_ms"].as_u64()),
             (Some("reconnecting"), Some(1500))
         );
-        assert_eq!(s.count(), 2);
         assert!(!s.live());
         s.leave();
-        assert_eq!(s.count(), 0);
-        assert_eq!(s.snapshot()["state"]["state"], "left");
-        assert!(!s.snapshot()["joined"].as_bool().unwrap());
+        let kept = roster(&["a", "me"]);
+        assert_eq!(
+            s.snapshot(Some(&kept))["count"],
+            0,
+            "not joined: nobody shown"
+        );
+        assert_eq!(s.snapshot(None)["state"]["state"], "left");
+        assert!(!s.snapshot(None)["joined"].as_bool().unwrap());
         s.restart();
         assert!(s.joined);
+        assert_eq!(s.snapshot(Some(&kept))["count"], 2);
     }
 
     #[test]
@@ -343,15 +335,12 @@ mod tests {
             me: Some(m("me")),
             members: vec![m("me")],
         });
-        for i in 0..20 {
-            s.apply(&Event::MemberAdded {
-                channel: "c".into(),
-                member: m(&format!("{i:02}")),
-                count: 0,
-            });
-        }
-        assert_eq!(s.names(10).len(), 10);
-        assert_eq!(s.names(10)[0], "Nme (you)");
+        let ids: Vec<String> = (0..20).map(|i| format!("{i:02}")).collect();
+        let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
+        all.push("me");
+        let r = roster(&all);
+        assert_eq!(s.names(&r.1, 10).len(), 10);
+        assert_eq!(s.names(&r.1, 10)[0], "Nme (you)");
         let (_, n) = s.apply(&Event::MemberRemoved {
             channel: "c".into(),
             member: m("me"),

@@ -9,6 +9,7 @@ use tauri::image::Image;
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Runtime};
+use whosin_client::Member;
 
 /// The tray's id.
 pub const TRAY_ID: &str = "whosin";
@@ -33,8 +34,8 @@ pub struct TrayModel {
 }
 
 impl TrayModel {
-    /// The model for a state.
-    pub fn of(s: &DesktopState) -> TrayModel {
+    /// The model for a state and the session's members.
+    pub fn of(s: &DesktopState, members: &[Member]) -> TrayModel {
         let tone = match (&s.conn, s.joined) {
             (_, false) | (Conn::Disconnected { .. }, _) => Tone::Offline,
             (Conn::Connected, true) => Tone::Online,
@@ -44,7 +45,7 @@ impl TrayModel {
         let count = match tone {
             Tone::Offline => None,
             _ if matches!(s.conn, Conn::Connecting) => None,
-            _ => Some(s.count()),
+            _ => Some(members.len()),
         };
         let headline = match (&s.conn, count) {
             (_, _) if !s.joined => "Not joined".to_owned(),
@@ -54,12 +55,12 @@ impl TrayModel {
             (_, None) => "Connecting…".to_owned(),
         };
         let mut menu = vec![headline.clone()];
-        let names = s.names(MAX_NAMES);
+        let names = s.names(members, MAX_NAMES);
         if !names.is_empty() && s.joined {
             menu.push("-".into());
             menu.extend(names);
-            if s.count() > MAX_NAMES {
-                menu.push(format!("and {} more", s.count() - MAX_NAMES));
+            if members.len() > MAX_NAMES {
+                menu.push(format!("and {} more", members.len() - MAX_NAMES));
             }
         }
         menu.push("-".into());
@@ -150,12 +151,12 @@ pub fn update<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use whosin_client::{ConnectionState, Event, Member};
+    use whosin_client::{ConnectionState, Event};
 
     #[test]
     fn model_follows_the_state() {
         let mut s = DesktopState::default();
-        assert_eq!(TrayModel::of(&s).title, "Connecting…");
+        assert_eq!(TrayModel::of(&s, &[]).title, "Connecting…");
         s.apply(&Event::State(ConnectionState::Connected {
             socket_id: "1.1".into(),
         }));
@@ -166,9 +167,10 @@ mod tests {
         s.apply(&Event::Snapshot {
             channel: "c".into(),
             me: Some(me.clone()),
-            members: vec![me],
+            members: vec![me.clone()],
         });
-        let m = TrayModel::of(&s);
+        let mut members = vec![me];
+        let m = TrayModel::of(&s, &members);
         assert_eq!(
             (m.count, m.icon_text.as_str(), m.tone),
             (Some(1), "1", "online")
@@ -186,21 +188,17 @@ mod tests {
             ]
         );
         for i in 0..12 {
-            s.apply(&Event::MemberAdded {
-                channel: "c".into(),
-                member: Member {
-                    id: format!("u{i:02}"),
-                    info: serde_json::json!({"name": format!("User {i:02}")}),
-                },
-                count: 0,
+            members.push(Member {
+                id: format!("u{i:02}"),
+                info: serde_json::json!({"name": format!("User {i:02}")}),
             });
         }
-        let m = TrayModel::of(&s);
+        let m = TrayModel::of(&s, &members);
         assert_eq!(m.title, "13 online");
         assert_eq!(m.menu.iter().filter(|l| l.starts_with("User")).count(), 9);
         assert!(m.menu.contains(&"and 3 more".to_owned()));
         s.leave();
-        let m = TrayModel::of(&s);
+        let m = TrayModel::of(&s, &members);
         assert_eq!(
             (m.count, m.tone, m.title.as_str()),
             (None, "offline", "Not joined")

@@ -8,7 +8,10 @@ use whosin_client::{ChannelAuth, Event, JsonEvent, Output, Session};
 
 #[test]
 fn the_session_reports_the_golden_events() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/presence-events.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/golden/presence-events.json"
+    );
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let channel = golden["channel"].as_str().unwrap();
     let me = golden["me"].as_str().unwrap();
