@@ -10,7 +10,7 @@ use crate::tray::TrayModel;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use whosin_client::{Client, Events, HttpAuthorizer, IpLookup, LocalSigner, UserData};
+use whosin_client::{Client, Events, IpLookup, Signing, Visitor};
 
 /// Where the controller's news goes.
 pub trait Ui: Send + Sync + 'static {
@@ -237,7 +237,7 @@ impl Controller {
         }
         self.refresh_tray();
 
-        let (builder, channel) = match &target {
+        let (visitor, channel) = match &target {
             Target::Embedded { channel } => {
                 let port = self.embedded_port(&settings).await?;
                 let endpoint = whosin_client::Endpoint::parse(
@@ -245,32 +245,36 @@ impl Controller {
                     crate::settings::EMBEDDED_APP,
                 )
                 .map_err(|e| e.to_string())?;
-                let user = UserData::new(
-                    &settings.visitor_id,
-                    json!({"name": settings.name, "ip": "127.0.0.1"}),
-                );
-                let signer =
-                    LocalSigner::new(crate::settings::EMBEDDED_APP, &settings.embedded_secret)
-                        .with_user(user);
-                (
-                    Client::builder(endpoint).authorizer(signer),
-                    channel.clone(),
-                )
+                let visitor = Visitor {
+                    endpoint,
+                    visitor_id: settings.visitor_id.clone(),
+                    name: Some(settings.name.clone()),
+                    signing: Signing::Secret {
+                        secret: settings.embedded_secret.clone(),
+                        info: json!({"name": settings.name, "ip": "127.0.0.1"}),
+                    },
+                };
+                (visitor, channel.clone())
             }
             Target::Remote {
                 endpoint,
                 auth_endpoint,
                 channel,
             } => {
-                let auth = HttpAuthorizer::new(auth_endpoint)
-                    .param("visitor_id", &settings.visitor_id)
-                    .param("name", &settings.name);
-                (
-                    Client::builder(endpoint.clone()).authorizer(auth),
-                    channel.clone(),
-                )
+                let visitor = Visitor {
+                    endpoint: endpoint.clone(),
+                    visitor_id: settings.visitor_id.clone(),
+                    name: Some(settings.name.clone()),
+                    signing: Signing::AuthEndpoint {
+                        url: auth_endpoint.clone(),
+                        params: Vec::new(),
+                        headers: Vec::new(),
+                    },
+                };
+                (visitor, channel.clone())
             }
         };
+        let builder = visitor.client();
         let (client, events) = builder.connect();
         client.subscribe(&channel);
         let generation = {

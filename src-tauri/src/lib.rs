@@ -126,19 +126,12 @@ fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(6001);
-    let ip_lookup = match std::env::var("WHOSIN_IP_LOOKUP") {
-        Ok(v) if v == "none" => Vec::new(),
-        Ok(v) => v
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        Err(_) => whosin_client::ip::DEFAULT_ENDPOINTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
+    // A comma-separated list; `none` turns the lookup off, unset means the
+    // defaults (the same rule as `whosin join --ip-lookup`).
+    let given: Vec<String> = std::env::var("WHOSIN_IP_LOOKUP")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let ip_lookup = whosin_client::visitor::ip_lookup_endpoints(&given);
     Options {
         config_dir,
         embedded_port,

@@ -7,13 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use whosin_client::visitor::{self, VisitorError};
 use whosin_client::{identity, Endpoint};
 use whosin_protocol::{ChannelKind, ChannelName};
 
 /// The channel the tutorial, the web page and the embedded server use.
 pub const DEFAULT_CHANNEL: &str = "presence-whosin";
 /// Longest display name.
-pub const MAX_NAME_CHARS: usize = 40;
+pub use whosin_protocol::limits::MAX_DISPLAY_NAME_CHARS as MAX_NAME_CHARS;
 /// The embedded server's app key and id; its secret is per install.
 pub const EMBEDDED_APP: &str = "whosin";
 
@@ -218,18 +219,10 @@ impl Settings {
 
     /// Validates everything and says where to connect.
     pub fn target(&self) -> Result<Target, SettingsError> {
-        let name = self.name.trim();
-        if name.is_empty() {
-            return Err(SettingsError::Name("enter a name others will see".into()));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(SettingsError::Name(format!(
-                "at most {MAX_NAME_CHARS} characters"
-            )));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(SettingsError::Name("no control characters".into()));
-        }
+        visitor::check_name(&self.name).map_err(|e| match e {
+            VisitorError::Name(m) => SettingsError::Name(m),
+            other => SettingsError::Name(other.to_string()),
+        })?;
         let channel = self.channel().to_owned();
         let parsed =
             ChannelName::parse(&channel).map_err(|e| SettingsError::Channel(e.to_string()))?;
@@ -241,20 +234,11 @@ impl Settings {
         let Some(remote) = &self.remote else {
             return Ok(Target::Embedded { channel });
         };
-        let endpoint = match (&remote.url, &remote.cluster) {
-            (Some(_), Some(_)) => {
-                return Err(SettingsError::Server(
-                    "give a server URL or a Pusher cluster, not both".into(),
-                ))
-            }
-            (None, None) => {
-                return Err(SettingsError::Server(
-                    "give a server URL (ws://host:port) or a Pusher cluster".into(),
-                ))
-            }
-            (Some(url), None) => Endpoint::parse(url, &remote.key),
-            (None, Some(cluster)) => Endpoint::cluster(cluster, &remote.key),
-        }
+        let endpoint = visitor::endpoint_from(
+            remote.url.as_deref(),
+            remote.cluster.as_deref(),
+            &remote.key,
+        )
         .map_err(|e| SettingsError::Server(e.to_string()))?;
         let auth = &remote.auth_endpoint;
         if !(auth.starts_with("http://") || auth.starts_with("https://")) || auth.len() < 10 {

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use whosin_client::{
-    identity, Client, ConnectionState, Endpoint, Event, HttpAuthorizer, IpLookup, JsonEvent,
-    LocalSigner, Member, StopReason, UserData,
+    identity, visitor, Client, ConnectionState, Event, IpLookup, JsonEvent, Member, Signing,
+    StopReason, Visitor,
 };
 
 /// Exit codes of `join` and `watch`, documented in the README.
@@ -139,32 +139,14 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
     } else {
         Mode::Lines
     };
-    let endpoint = match (&args.url, &args.cluster) {
-        (Some(url), _) => Endpoint::parse(url, &args.key),
-        (None, Some(cluster)) => Endpoint::cluster(cluster, &args.key),
-        (None, None) => {
-            return Err(fail(
-                exit::USAGE,
-                "give --url ws://HOST:PORT or --cluster NAME",
-            ))
-        }
-    }
-    .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let endpoint = visitor::endpoint_from(args.url.as_deref(), args.cluster.as_deref(), &args.key)
+        .map_err(|e| fail(exit::USAGE, format!("{e} (--url or --cluster)")))?;
     let visitor_id = args
         .visitor_id
         .clone()
         .unwrap_or_else(identity::new_visitor_id);
 
-    let lookups: Vec<String> = if args.ip_lookup.iter().any(|u| u == "none") {
-        Vec::new()
-    } else if args.ip_lookup.is_empty() {
-        whosin_client::ip::DEFAULT_ENDPOINTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    } else {
-        args.ip_lookup.clone()
-    };
+    let lookups = visitor::ip_lookup_endpoints(&args.ip_lookup);
     let public_ip = if lookups.is_empty() {
         None
     } else {
@@ -184,32 +166,22 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
         }
     };
 
-    let builder = Client::builder(endpoint.clone())
-        .activity_timeout(Duration::from_secs(args.activity_timeout.max(1)))
-        .pong_timeout(Duration::from_secs(args.pong_timeout.max(1)));
-    let builder = match (&args.secret, &args.auth_endpoint) {
+    let signing = match (&args.secret, &args.auth_endpoint) {
         (Some(secret), _) => {
             let mut info = json!({"name": args.name.clone().unwrap_or_else(identity::random_name)});
             if let Some(ip) = args.ip.clone().or(public_ip) {
                 info["ip"] = Value::String(ip);
             }
-            builder.authorizer(
-                LocalSigner::new(&args.key, secret).with_user(UserData::new(&visitor_id, info)),
-            )
+            Signing::Secret {
+                secret: secret.clone(),
+                info,
+            }
         }
-        (None, Some(url)) => {
-            let mut a = HttpAuthorizer::new(url).param("visitor_id", &visitor_id);
-            if let Some(n) = &args.name {
-                a = a.param("name", n);
-            }
-            for (k, v) in &args.auth_params {
-                a = a.param(k, v);
-            }
-            for (k, v) in &args.auth_headers {
-                a = a.header(k, v);
-            }
-            builder.authorizer(a)
-        }
+        (None, Some(url)) => Signing::AuthEndpoint {
+            url: url.clone(),
+            params: args.auth_params.clone(),
+            headers: args.auth_headers.clone(),
+        },
         (None, None)
             if args.channel.starts_with("presence-") || args.channel.starts_with("private-") =>
         {
@@ -221,8 +193,18 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
                 ),
             ))
         }
-        (None, None) => builder,
+        (None, None) => Signing::Unsigned,
     };
+    let visitor = Visitor {
+        endpoint: endpoint.clone(),
+        visitor_id,
+        name: args.name.clone(),
+        signing,
+    };
+    let builder = visitor
+        .client()
+        .activity_timeout(Duration::from_secs(args.activity_timeout.max(1)))
+        .pong_timeout(Duration::from_secs(args.pong_timeout.max(1)));
     let (client, mut events) = builder.connect();
     client.subscribe(&args.channel);
 

@@ -24,7 +24,8 @@
 //! Modules: [`endpoint`] (where to connect), [`auth`] (who signs
 //! subscriptions), [`ip`] (public IP lookup), [`backoff`] (when to retry),
 //! [`roster`] (presence reconciliation), [`event`] (what the caller sees),
-//! [`session`] (the protocol as a pure state machine), and the connection
+//! [`session`] (the protocol as a pure state machine), [`visitor`] (who
+//! joins where, signed by whom: one builder for every front end), and the connection
 //! task in `connection`, which only moves bytes and keeps the timers.
 
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod ip;
 pub mod roster;
 pub mod session;
+pub mod visitor;
 
 pub use auth::{AuthError, Authorizer, ChannelAuth, HttpAuthorizer, LocalSigner, UserData};
 pub use backoff::Backoff;
@@ -44,3 +46,4 @@ pub use endpoint::{Endpoint, EndpointError};
 pub use event::{ConnectionState, Event, JsonEvent, JsonState, Member, StopReason};
 pub use ip::{IpLookup, IpLookupError};
 pub use session::{after_close, Next, Output, Session};
+pub use visitor::{Signing, Visitor, VisitorError};

@@ -21,3 +21,6 @@ pub const MAX_TRIGGER_CHANNELS: usize = 100;
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// How far a REST request's `auth_timestamp` may be from the server's clock.
 pub const REST_TIMESTAMP_TOLERANCE_SECS: u64 = 600;
+/// Longest display name a visitor may choose (whosin's own rule: the auth
+/// endpoint cuts longer names, the desktop refuses them).
+pub const MAX_DISPLAY_NAME_CHARS: usize = 40;

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 /// Longest display name accepted; longer ones are cut.
-pub const MAX_NAME_CHARS: usize = 40;
+pub use whosin_protocol::limits::MAX_DISPLAY_NAME_CHARS as MAX_NAME_CHARS;
 /// Longest visitor id accepted.
 pub const MAX_VISITOR_ID_LEN: usize = 64;
 
