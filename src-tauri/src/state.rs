@@ -1,6 +1,7 @@
 //! What the window and the tray show, as a small state machine apart from
 //! Tauri: client events go in, UI events (numbered, so the window can tell
-//! which came after its snapshot) come out.
+//! which came after its snapshot) come out, in the JSON every front end
+//! shares ([`JsonEvent`], pinned by `tests/golden/presence-events.json`).
 //!
 //! Who is present is not kept here: the client's session keeps the one
 //! roster ([`whosin_client::Client::members`]), and the functions that draw
@@ -8,7 +9,7 @@
 //! or went (with the last known info) and how many are online.
 
 use serde_json::{json, Value};
-use whosin_client::{ConnectionState, Event, Member};
+use whosin_client::{ConnectionState, Event, JsonEvent, Member};
 
 /// A presence roster as the client's session knows it: this visitor (when
 /// listed) and everyone, sorted by id.
@@ -98,6 +99,12 @@ pub fn display_name(id: &str, info: &Value) -> String {
         .to_owned()
 }
 
+/// A client event as the window receives it: the same JSON as
+/// `whosin join --json` ([`JsonEvent`]); [`DesktopState`] adds its number.
+fn wire(e: &Event) -> Value {
+    serde_json::to_value(JsonEvent::from(e)).unwrap_or(Value::Null)
+}
+
 fn member_json(m: &Member) -> Value {
     json!({"id": m.id, "info": m.info})
 }
@@ -149,41 +156,30 @@ impl DesktopState {
                         reason: reason.to_string(),
                     },
                 };
-                let mut p = self.conn.json();
-                p["event"] = json!("state");
-                (Some(self.next(p)), None)
+                (Some(self.next(wire(e))), None)
             }
-            Event::Snapshot { me, members, .. } => {
+            Event::Snapshot { me, .. } => {
                 if let Some(me) = me {
                     self.me_id = Some(me.id.clone());
                 }
-                let p = json!({
-                    "event": "snapshot",
-                    "me": me.as_ref().map(member_json),
-                    "members": members.iter().map(member_json).collect::<Vec<_>>(),
-                });
-                (Some(self.next(p)), None)
+                (Some(self.next(wire(e))), None)
             }
             // The session reports each arrival and departure once.
-            Event::MemberAdded { member, count, .. } => {
+            Event::MemberAdded { member, .. } => {
                 let notice = (Some(&member.id) != self.me_id.as_ref())
                     .then(|| Notice::Joined(display_name(&member.id, &member.info)));
-                let p = json!({"event":"member_added","member":member_json(member),"count":count});
-                (Some(self.next(p)), notice)
+                (Some(self.next(wire(e))), notice)
             }
-            Event::MemberRemoved { member, count, .. } => {
+            Event::MemberRemoved { member, .. } => {
                 let notice = (Some(&member.id) != self.me_id.as_ref())
                     .then(|| Notice::Left(display_name(&member.id, &member.info)));
-                let p =
-                    json!({"event":"member_removed","member":member_json(member),"count":count});
-                (Some(self.next(p)), notice)
+                (Some(self.next(wire(e))), notice)
             }
             Event::SubscriptionFailed { message, .. } => {
                 self.conn = Conn::Disconnected {
                     reason: format!("cannot join: {message}"),
                 };
-                let p = json!({"event":"subscription_error","message":message});
-                (Some(self.next(p)), None)
+                (Some(self.next(wire(e))), None)
             }
             _ => (None, None),
         }
@@ -269,12 +265,20 @@ mod tests {
         });
         assert_eq!(p.unwrap()["members"].as_array().unwrap().len(), 2);
         assert!(s.live());
-        let (p, n) = s.apply(&Event::MemberAdded {
+        let added = Event::MemberAdded {
             channel: "c".into(),
             member: m("b"),
             count: 3,
-        });
-        assert_eq!(p.unwrap()["count"], 3);
+        };
+        let (p, n) = s.apply(&added);
+        let mut p = p.unwrap();
+        assert_eq!(p["count"], 3);
+        assert_eq!(p.as_object_mut().unwrap().remove("seq"), Some(json!(3)));
+        assert_eq!(
+            p,
+            serde_json::to_value(JsonEvent::from(&added)).unwrap(),
+            "the window gets the JSON of whosin join --json"
+        );
         assert_eq!(n, Some(Notice::Joined("Nb".into())));
         let (p, n) = s.apply(&Event::MemberRemoved {
             channel: "c".into(),
