@@ -152,6 +152,20 @@ pub enum Event {
 /// golden file `tests/golden/presence-events.json` pins it: the Rust tests
 /// check the [`crate::Session`] against it, the page's JavaScript tests
 /// check `ui/transport.js` against the same file.
+///
+/// ```
+/// use whosin_client::{Event, JsonEvent, Member};
+///
+/// let e = Event::MemberAdded {
+///     channel: "presence-whosin".into(),
+///     member: Member { id: "ada".into(), info: serde_json::json!({"name": "Ada"}) },
+///     count: 2,
+/// };
+/// assert_eq!(
+///     JsonEvent::from(&e).to_string(),
+///     r#"{"event":"member_added","channel":"presence-whosin","member":{"id":"ada","info":{"name":"Ada"}},"count":2}"#
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum JsonEvent {

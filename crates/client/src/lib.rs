@@ -28,6 +28,8 @@
 //! joins where, signed by whom: one builder for every front end), and the connection
 //! task in `connection`, which only moves bytes and keeps the timers.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod backoff;
 mod connection;

@@ -86,6 +86,21 @@ pub fn after_close(close: Option<(u16, &str)>) -> Next {
 }
 
 /// One client's protocol state across connections.
+///
+/// ```
+/// use whosin_client::{Event, Output, Session};
+///
+/// let mut session = Session::new(false);
+/// session.subscribe("news");
+/// // Connected: the session asks for the subscribe frame to be sent.
+/// let out = session.connected("123.456");
+/// assert!(matches!(&out[..], [Output::Send(frame)] if frame.contains("pusher:subscribe")));
+/// // The server confirms: the session reports it.
+/// let out = session.on_frame(
+///     r#"{"event":"pusher_internal:subscription_succeeded","channel":"news","data":"{}"}"#,
+/// );
+/// assert_eq!(out, [Output::Emit(Event::Subscribed { channel: "news".into() })]);
+/// ```
 #[derive(Debug, Default)]
 pub struct Session {
     /// Channels the caller wants, subscribed again on every connection.
