@@ -236,19 +236,7 @@ async fn repeat(a: RepeatArgs) -> Result<()> {
     // The repeater: joins, then never reads again.
     let ws = open(&url).await?;
     let (mut sink, mut stream) = ws.split();
-    let socket_id = loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await? {
-            Some(Ok(Message::Text(t))) => {
-                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
-                    ServerFrame::parse(t.as_str())
-                {
-                    break socket_id;
-                }
-            }
-            Some(Ok(_)) => {}
-            _ => bail!("the server closed before connection_established"),
-        }
-    };
+    let socket_id = established(&mut stream).await?;
     let sub = subscribe_frame(&a.key, &a.secret, &socket_id, channel, "repeater");
     // Settle: the members' frame count stops moving (every join announced)
     // before memory is read.
@@ -748,26 +736,31 @@ struct Member {
 async fn connect(url: &str, frames: Arc<AtomicU64>) -> Result<Member> {
     let ws = open(url).await.context("connecting")?;
     let (sink, mut stream) = ws.split();
-    let socket_id = loop {
-        let next = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await;
-        match next.context("no connection_established in time")? {
-            Some(Ok(Message::Text(t))) => {
-                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
-                    ServerFrame::parse(t.as_str())
-                {
-                    break socket_id;
-                }
-            }
-            Some(Ok(_)) => {}
-            _ => bail!("the server closed before connection_established"),
-        }
-    };
+    let socket_id = established(&mut stream).await?;
     tokio::spawn(async move {
         while let Some(Ok(_)) = stream.next().await {
             frames.fetch_add(1, Ordering::Relaxed);
         }
     });
     Ok(Member { sink, socket_id })
+}
+
+/// Reads up to `connection_established` and returns the socket id.
+async fn established(stream: &mut futures_util::stream::SplitStream<Ws>) -> Result<String> {
+    loop {
+        let next = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await;
+        match next.context("no connection_established in time")? {
+            Some(Ok(Message::Text(t))) => {
+                if let Ok(ServerFrame::ConnectionEstablished { socket_id, .. }) =
+                    ServerFrame::parse(t.as_str())
+                {
+                    return Ok(socket_id);
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => bail!("the server closed before connection_established"),
+        }
+    }
 }
 
 /// A complete unmasked (server) frame at the start of `buf`: its opcode,

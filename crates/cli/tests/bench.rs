@@ -193,3 +193,46 @@ fn rooms_bench_runs_several_channels_at_once() {
         (Some(0), Some(0))
     );
 }
+
+#[test]
+fn repeat_bench_reports_memory_and_that_everyone_is_still_served() {
+    let server = ServerProcess::start(&[]);
+    let out = run_bounded(
+        &[
+            "bench",
+            "repeat",
+            "--url",
+            &server.url(),
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--members",
+            "40",
+            "--repeats",
+            "300",
+            "--json",
+            "--server-pid",
+            &server.child.id().to_string(),
+        ],
+        BENCH_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(report["scenario"], "repeat");
+    let before = report["server_rss_before_kb"].as_u64().unwrap();
+    let peak = report["server_rss_peak_kb"].as_u64().unwrap();
+    assert!(before > 0 && peak >= before, "{report}");
+    // The newcomer's member_added reached every member (and its roster itself).
+    assert!(
+        report["frames_to_members_after_a_new_join"]
+            .as_u64()
+            .unwrap()
+            >= 40,
+        "{report}"
+    );
+}
