@@ -653,16 +653,18 @@ impl RedisBackplane {
         }
     }
 
-    /// Asks every app to rewrite its state (they call [`Self::republish`]).
-    async fn request_republish(&self) {
+    /// Asks every app to rewrite its state (they answer through
+    /// `Backplane::republish`). Never waits: when the inbound queue is full
+    /// the node stays dirty and the next heartbeat asks again.
+    fn request_republish(&self) {
         self.dirty.store(false, Ordering::Release);
         for app in &self.apps {
-            let _ = self
-                .inbound
-                .send(Inbound::Republish {
-                    app: app.id.clone(),
-                })
-                .await;
+            let asked = self.inbound.try_send(Inbound::Republish {
+                app: app.id.clone(),
+            });
+            if asked.is_err() {
+                self.dirty.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -871,10 +873,19 @@ impl RedisBackplane {
             }
         }
         for n in live {
-            if mirror.dead.remove(n.as_str()) {
+            if n == self.config.node_id {
+                continue;
+            }
+            let back = mirror.dead.remove(n.as_str());
+            if back {
                 tracing::info!(node = %n, "node is back: reading its state");
-                for app in 0..self.apps.len() {
-                    mirror.stale.insert((app, Arc::from(n.as_str())));
+            }
+            // Back from the dead, or alive and never read (its announcements
+            // went by while this node was off the bus): read it.
+            let node: Arc<str> = Arc::from(n.as_str());
+            for app in 0..self.apps.len() {
+                if back || !mirror.known.contains_key(&(app, node.clone())) {
+                    mirror.stale.insert((app, node.clone()));
                 }
             }
         }
@@ -964,7 +975,7 @@ impl RedisBackplane {
                 self.dirty.store(true, Ordering::Release);
             }
             if self.dirty.load(Ordering::Acquire) {
-                self.request_republish().await;
+                self.request_republish();
             }
             let now: u64 = v[1].parse().unwrap_or(0);
             let mut live = Vec::new();
@@ -986,16 +997,27 @@ impl RedisBackplane {
             if since.elapsed() < self.config.node_timeout {
                 dead.clear();
             }
+            // Sweeps run beside the heartbeat, never in its way.
             for node in dead.iter().filter(|n| **n != self.config.node_id) {
-                self.sweep(&mut con, node, cutoff).await;
+                let (me, node) = (self.clone(), node.clone());
+                tokio::spawn(async move { me.sweep(&node, cutoff).await });
             }
-            last_seen.retain(|n, _| !dead.contains(n));
-            let _ = control.send(Control::Liveness { live, dead }).await;
+            // Never waits on the bus task either: when it is busy, the dead
+            // stay in `last_seen` and are reported again at the next beat.
+            let reported = control.try_send(Control::Liveness {
+                live,
+                dead: dead.clone(),
+            });
+            if reported.is_ok() {
+                last_seen.retain(|n, _| !dead.contains(n));
+            }
         }
     }
 
     /// Removes a dead node's keys if it is still silent.
-    async fn sweep(&self, con: &mut ConnectionManager, node: &str, cutoff: u64) {
+    async fn sweep(&self, node: &str, cutoff: u64) {
+        let mut con = self.reader.clone();
+        let con = &mut con;
         let mut inv = self.scripts.sweep.prepare_invoke();
         inv.arg(node).arg(cutoff);
         for app in &self.apps {
