@@ -709,7 +709,9 @@ impl Seen {
         map.entry(user).or_default().push(at);
     }
 
-    /// Takes observations until `done` holds or `until` passes.
+    /// Takes observations until `done` holds, `until` passes, or the
+    /// observer's connection is gone (nothing more can come: what is
+    /// missing is reported as lost, without waiting out the deadline).
     async fn collect(
         &mut self,
         rx: &mut mpsc::UnboundedReceiver<Observation>,
@@ -717,8 +719,10 @@ impl Seen {
         done: impl Fn(&Seen) -> bool,
     ) {
         while !done(self) && Instant::now() < until {
-            if let Ok(Some(o)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-                self.record(o);
+            match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                Ok(Some(o)) => self.record(o),
+                Ok(None) => return,
+                Err(_) => {}
             }
         }
     }
