@@ -47,5 +47,6 @@ pub use connection::{Client, ClientBuilder, Events};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{ConnectionState, Event, JsonEvent, JsonState, Member, StopReason};
 pub use ip::{IpLookup, IpLookupError};
+pub use roster::{PresenceRoster, SnapshotOutcome};
 pub use session::{after_close, Next, Output, Session};
 pub use visitor::{Signing, Visitor, VisitorError};
