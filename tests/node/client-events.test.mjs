@@ -7,7 +7,7 @@ import { joinPresence, newVisitorId } from './lib/clients.mjs';
 import { nextEvent, record } from './lib/wait.mjs';
 
 let server;
-before(async () => { server = await startServer(); });
+before(async () => { server = await startServer({ extraArgs: ['--enable-client-events'] }); });
 after(async () => { await server?.stop(); });
 
 test('client-hello from A reaches B with user_id, and not A', async (t) => {

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Frames that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
+    /// Let clients send client-* events to each other on private and
+    /// presence channels (off by default, as in Pusher).
+    #[arg(long, env = "WHOSIN_ENABLE_CLIENT_EVENTS")]
+    enable_client_events: bool,
     /// Bytes that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE_BYTES")]
     outbound_queue_bytes: Option<usize>,
@@ -114,6 +118,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         }
         if args.mask_ips {
             app.mask_ips = true;
+        }
+        if args.enable_client_events {
+            app.client_events = true;
         }
     }
     let host = args.host.or(file.host).unwrap_or_else(|| {

@@ -202,7 +202,7 @@ async fn unknown_key_stops_without_retrying() {
 
 #[tokio::test]
 async fn client_events_between_visitors() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--enable-client-events"]);
     let (a, alog) = visitor(&server.url(), "alice");
     let (b, blog) = visitor(&server.url(), "bob");
     roster_becomes(&a, &["alice", "bob"]).await;

@@ -17,6 +17,7 @@ fn node(redis: &Redis, id: &str) -> ServerProcess {
         id,
         "--node-timeout",
         "3",
+        "--enable-client-events",
     ])
 }
 

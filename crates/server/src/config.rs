@@ -31,6 +31,11 @@ pub struct AppConfig {
     /// Largest event `data`, in bytes (REST triggers and client events).
     #[serde(default = "defaults::max_event_data_bytes")]
     pub max_event_data_bytes: usize,
+    /// Whether clients may send `client-*` events to each other (off unless
+    /// the app enables them, as in Pusher: otherwise any anonymous visitor
+    /// could broadcast to everyone on a public presence page).
+    #[serde(default)]
+    pub client_events: bool,
     /// Client events one connection may send per second; more closes it (4301).
     #[serde(default = "defaults::client_events_per_second")]
     pub client_events_per_second: u32,
@@ -57,6 +62,7 @@ impl AppConfig {
             max_presence_members: defaults::max_presence_members(),
             max_user_info_bytes: defaults::max_user_info_bytes(),
             max_event_data_bytes: defaults::max_event_data_bytes(),
+            client_events: false,
             client_events_per_second: defaults::client_events_per_second(),
             auth_channels: defaults::auth_channels(),
             mask_ips: false,

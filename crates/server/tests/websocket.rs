@@ -304,6 +304,44 @@ async fn member_cap_refuses_new_users_but_not_second_tabs() {
 }
 
 #[tokio::test]
+async fn client_events_are_off_unless_the_app_enables_them() {
+    let mut cfg = config();
+    cfg.apps[0].client_events = false;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    let mut b = Client::connect(addr).await;
+    a.subscribe_private("private-r").await;
+    b.subscribe_private("private-r").await;
+    a.send_json(json!({"event":"client-x","channel":"private-r","data":{}}))
+        .await;
+    assert!(
+        matches!(a.next().await, ServerFrame::Error { code: None, message } if message.contains("not enabled") && message.contains("--enable-client-events"))
+    );
+    assert_eq!(b.drain().await, vec![], "nothing delivered");
+}
+
+#[tokio::test]
+async fn client_event_names_are_at_most_200_characters() {
+    let server = start(config()).await;
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr).await;
+    let mut b = Client::connect(addr).await;
+    a.subscribe_private("private-r").await;
+    b.subscribe_private("private-r").await;
+    let long = format!("client-{}", "n".repeat(194));
+    a.send_json(json!({"event":long,"channel":"private-r","data":{}}))
+        .await;
+    assert!(
+        matches!(a.next().await, ServerFrame::Error { message, .. } if message.contains("201 characters"))
+    );
+    let fits = format!("client-{}", "n".repeat(193));
+    a.send_json(json!({"event":fits,"channel":"private-r","data":{}}))
+        .await;
+    assert!(matches!(b.next().await, ServerFrame::Event { event, .. } if event == fits));
+}
+
+#[tokio::test]
 async fn client_events_rules() {
     let server = start(config()).await;
     let addr = server.local_addr();

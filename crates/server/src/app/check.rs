@@ -5,6 +5,7 @@
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use whosin_protocol::frame::PresenceDataError;
+use whosin_protocol::limits::MAX_EVENT_NAME_LEN;
 use whosin_protocol::sign::verify_channel_auth;
 use whosin_protocol::{ChannelKind, ChannelName, PresenceData, SubscribeData};
 
@@ -37,6 +38,17 @@ impl SubscribeError {
 /// Why a client event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientEventError {
+    /// The app has client events off (the default).
+    #[error("client events are not enabled for this app; its operator can turn them on (--enable-client-events, or client_events = true in the app's TOML)")]
+    Disabled,
+    /// The event name is over Pusher's limit.
+    #[error("client event name is {len} characters; the limit is {max}")]
+    NameTooLong {
+        /// Characters sent.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not a private or presence channel.
     #[error("client events are only allowed on private and presence channels, not {0:?}")]
     PublicChannel(String),
@@ -123,12 +135,24 @@ pub(crate) fn subscription(
     })
 }
 
-/// Checks a client event before it is relayed: the channel kind and the size.
+/// Checks a client event before it is relayed: enabled for the app, the
+/// name's length, the channel kind and the size.
 pub(crate) fn client_event(
     config: &AppConfig,
+    event: &str,
     channel: &str,
     data: &str,
 ) -> Result<(), ClientEventError> {
+    if !config.client_events {
+        return Err(ClientEventError::Disabled);
+    }
+    let len = event.chars().count();
+    if len > MAX_EVENT_NAME_LEN {
+        return Err(ClientEventError::NameTooLong {
+            len,
+            max: MAX_EVENT_NAME_LEN,
+        });
+    }
     if !ChannelKind::of(channel).allows_client_events() {
         return Err(ClientEventError::PublicChannel(channel.to_owned()));
     }

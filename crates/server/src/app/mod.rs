@@ -393,7 +393,7 @@ impl App {
         event: &str,
         data: &str,
     ) -> Result<(), ClientEventError> {
-        check::client_event(&self.config, channel_name, data)?;
+        check::client_event(&self.config, event, channel_name, data)?;
         let mut state = self.state();
         let Some(channel) = state.table.channels.get_mut(channel_name) else {
             return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));

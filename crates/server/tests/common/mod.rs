@@ -23,9 +23,12 @@ pub const SECRET: &str = "test-secret";
 /// How long any single expected frame may take.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
-/// A server config for tests: port 0, fast timers.
+/// A server config for tests: port 0, fast timers, client events on (the
+/// tests exercise them; their default, off, is tested on its own).
 pub fn config() -> ServerConfig {
-    let mut c = ServerConfig::single(AppConfig::new(APP_ID, KEY, SECRET), 0);
+    let mut app = AppConfig::new(APP_ID, KEY, SECRET);
+    app.client_events = true;
+    let mut c = ServerConfig::single(app, 0);
     c.shutdown_grace = Duration::from_secs(2);
     c
 }
