@@ -118,6 +118,43 @@ pub enum SettingsError {
     },
 }
 
+/// A new file (truncated if it exists) that only its owner may read.
+fn new_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let file = o.open(path)?;
+    // An existing file keeps its mode through `open`: set it again.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// Makes an existing settings file readable by its owner only (files
+/// written by earlier versions were 0644), saying so once.
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "settings file made readable by its owner only (it holds a secret)")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "settings file is readable by others and could not be fixed: run chmod 600 on it")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 impl Settings {
     /// Fresh settings: a new visitor id, a fake name, a new embedded secret.
     pub fn fresh() -> Settings {
@@ -144,7 +181,10 @@ impl Settings {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => match serde_json::from_str::<Settings>(&text) {
-                Ok(s) => return Ok(s),
+                Ok(s) => {
+                    owner_only(&path);
+                    return Ok(s);
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "settings file is corrupt; starting fresh");
                     let _ = std::fs::rename(&path, path.with_extension("json.broken"));
@@ -173,7 +213,11 @@ impl Settings {
         std::fs::create_dir_all(dir).map_err(err)?;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).expect("settings serialize");
-        std::fs::write(&tmp, text).map_err(err)?;
+        // Created readable by the owner only: the file holds the embedded
+        // server's secret.
+        let mut file = new_private_file(&tmp).map_err(err)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(err)?;
+        drop(file);
         std::fs::rename(&tmp, &path).map_err(err)
     }
 
@@ -343,6 +387,28 @@ mod tests {
         let fresh = Settings::load_or_create(&dir).unwrap();
         assert_ne!(fresh.visitor_id, first.visitor_id);
         assert!(dir.join("settings.json.broken").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_settings_file_is_readable_by_its_owner_only_and_an_old_one_is_fixed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("whosin-settings-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mode = || {
+            std::fs::metadata(Settings::path(&dir))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        Settings::load_or_create(&dir).unwrap();
+        assert_eq!(mode(), 0o600, "written 0600");
+        std::fs::set_permissions(Settings::path(&dir), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        Settings::load_or_create(&dir).unwrap();
+        assert_eq!(mode(), 0o600, "an older 0644 file is fixed on start");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
