@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Frames that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
+    /// Channels one connection may be in at once (default 100).
+    #[arg(long, env = "WHOSIN_MAX_CHANNELS_PER_CONNECTION")]
+    max_channels_per_connection: Option<usize>,
     /// Let clients send client-* events to each other on private and
     /// presence channels (off by default, as in Pusher).
     #[arg(long, env = "WHOSIN_ENABLE_CLIENT_EVENTS")]
@@ -121,6 +124,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         }
         if args.enable_client_events {
             app.client_events = true;
+        }
+        if let Some(n) = args.max_channels_per_connection {
+            app.max_channels_per_connection = n;
         }
     }
     let host = args.host.or(file.host).unwrap_or_else(|| {

@@ -27,6 +27,9 @@ pub enum CloseCode {
     ClosedAfterInactivity = 4202,
     /// The client sent client events faster than allowed.
     ClientEventRateLimit = 4301,
+    /// A subscribe over the per-connection channel limit (sent in
+    /// `pusher:error`, the connection stays).
+    OverChannelLimit = 4302,
 }
 
 /// What a client should do when it sees a close code.
@@ -59,11 +62,12 @@ impl CloseCode {
             CloseCode::PongNotReceived => "Pong reply not received",
             CloseCode::ClosedAfterInactivity => "Closed after inactivity",
             CloseCode::ClientEventRateLimit => "Client event rate limit exceeded",
+            CloseCode::OverChannelLimit => "Too many channels on one connection",
         }
     }
 
     /// Every code this crate names.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::UnknownAppKey,
         CloseCode::AppDisabled,
         CloseCode::OverConnectionQuota,
@@ -74,6 +78,7 @@ impl CloseCode {
         CloseCode::PongNotReceived,
         CloseCode::ClosedAfterInactivity,
         CloseCode::ClientEventRateLimit,
+        CloseCode::OverChannelLimit,
     ];
 
     /// The named code for a number, if it is one of ours.

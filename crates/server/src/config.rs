@@ -36,6 +36,10 @@ pub struct AppConfig {
     /// could broadcast to everyone on a public presence page).
     #[serde(default)]
     pub client_events: bool,
+    /// Channels one connection may be subscribed to at once; a subscribe
+    /// beyond it is refused (`pusher:error` 4302), the connection stays.
+    #[serde(default = "defaults::max_channels_per_connection")]
+    pub max_channels_per_connection: usize,
     /// Client events one connection may send per second; more closes it (4301).
     #[serde(default = "defaults::client_events_per_second")]
     pub client_events_per_second: u32,
@@ -63,6 +67,7 @@ impl AppConfig {
             max_user_info_bytes: defaults::max_user_info_bytes(),
             max_event_data_bytes: defaults::max_event_data_bytes(),
             client_events: false,
+            max_channels_per_connection: defaults::max_channels_per_connection(),
             client_events_per_second: defaults::client_events_per_second(),
             auth_channels: defaults::auth_channels(),
             mask_ips: false,
@@ -91,6 +96,9 @@ pub mod defaults {
     }
     pub(crate) fn max_event_data_bytes() -> usize {
         limits::DEFAULT_MAX_EVENT_DATA_BYTES
+    }
+    pub(crate) fn max_channels_per_connection() -> usize {
+        100
     }
     pub(crate) fn client_events_per_second() -> u32 {
         limits::DEFAULT_CLIENT_EVENTS_PER_SECOND

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Frame, Mailbox, Outbox};
 use crate::shared::{LiveConnection, Shared};
 use crate::ws::{Message, ReadError, Socket, CLOSE_WRITE_TIMEOUT};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,8 +43,9 @@ struct Handler {
     /// Where frames for this client are queued; carries the connection's
     /// number and the socket id it was given.
     outbox: Outbox,
-    /// Channels subscribed, in subscription order: left on drop.
-    channels: Vec<String>,
+    /// Channels subscribed (a set: every subscribe looks here first), left
+    /// on drop.
+    channels: HashSet<String>,
     /// The user of a successful `pusher:signin`, forgotten on drop.
     signed_in: Option<String>,
     /// Client events sent in the current second (the rate limit).
@@ -59,7 +61,7 @@ const REPEATED_SUBSCRIBES_PER_SECOND: u32 = 5;
 
 impl Drop for Handler {
     fn drop(&mut self) {
-        for ch in self.channels.drain(..) {
+        for ch in self.channels.drain() {
             self.app.unsubscribe(self.outbox.id, &ch);
         }
         if let Some(user) = self.signed_in.take() {
@@ -134,7 +136,7 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
         app: app.clone(),
         shared: shared.clone(),
         outbox,
-        channels: Vec::new(),
+        channels: HashSet::new(),
         signed_in: None,
         rate: RateWindow {
             start: Instant::now(),
@@ -411,11 +413,27 @@ impl Handler {
                     ),
                 )));
             }
+            ClientFrame::Subscribe(sub)
+                if !self.channels.contains(&sub.channel)
+                    && self.channels.len() >= app.config.max_channels_per_connection =>
+            {
+                let max = app.config.max_channels_per_connection;
+                let message = format!(
+                    "this connection is in {max} channels, the most allowed: unsubscribe from one first"
+                );
+                self.outbox.send(Frame::from(server::error(
+                    Some(CloseCode::OverChannelLimit.code()),
+                    &message,
+                )));
+                self.outbox.send(Frame::from(server::subscription_error(
+                    &sub.channel,
+                    403,
+                    &message,
+                )));
+            }
             ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub) {
                 Ok(_) => {
-                    if !self.channels.contains(&sub.channel) {
-                        self.channels.push(sub.channel);
-                    }
+                    self.channels.insert(sub.channel);
                 }
                 Err(e) => {
                     tracing::debug!(channel = %sub.channel, status = e.status, error = %e.message, "subscription refused");
@@ -428,7 +446,7 @@ impl Handler {
             },
             ClientFrame::Unsubscribe { channel } => {
                 app.unsubscribe(self.outbox.id, &channel);
-                self.channels.retain(|c| *c != channel);
+                self.channels.remove(&channel);
             }
             ClientFrame::Signin { auth, user_data } => {
                 let verified = verify_signin_auth(

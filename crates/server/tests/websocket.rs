@@ -764,3 +764,41 @@ async fn repeated_presence_subscribes_are_rate_limited() {
         "ann still present"
     );
 }
+
+/// One connection asking for 1000 channels gets the first 100 (the default
+/// limit); each further subscribe is refused with `pusher:error` 4302 and a
+/// `subscription_error`, the connection stays, and leaving one frees a slot.
+#[tokio::test]
+async fn channels_per_connection_are_bounded() {
+    let server = start(config()).await;
+    let mut c = Client::connect(server.local_addr()).await;
+    for i in 0..1000 {
+        c.send_json(json!({"event":"pusher:subscribe","data":{"channel":format!("ch-{i}")}}))
+            .await;
+    }
+    let frames = c.drain().await;
+    let ok = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::SubscriptionSucceeded { .. }))
+        .count();
+    let limited = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Error { code: Some(4302), message } if message.contains("100 channels")))
+        .count();
+    let refused = frames
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::SubscriptionError { status: 403, .. }))
+        .count();
+    assert_eq!((ok, limited, refused), (100, 900, 900));
+    assert_eq!(
+        server.shared().apps[0].channels("ch-").await.len(),
+        100,
+        "only the first 100 are held"
+    );
+    c.send_json(json!({"event":"pusher:unsubscribe","data":{"channel":"ch-0"}}))
+        .await;
+    assert!(matches!(
+        c.subscribe_public("ch-999").await,
+        ServerFrame::SubscriptionSucceeded { .. }
+    ));
+}
