@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Frames that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE")]
     outbound_queue: Option<usize>,
+    /// Seconds a request body may take to arrive (default 30; slower: 408).
+    #[arg(long, env = "WHOSIN_BODY_READ_TIMEOUT")]
+    body_read_timeout: Option<u64>,
+    /// Serve /metrics only with `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "WHOSIN_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Channels one connection may be in at once (default 100).
     #[arg(long, env = "WHOSIN_MAX_CHANNELS_PER_CONNECTION")]
     max_channels_per_connection: Option<usize>,
@@ -149,6 +155,10 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
     if let Some(n) = args.outbound_queue_bytes.or(file.outbound_queue_bytes) {
         config.outbound_queue_bytes = n;
     }
+    if let Some(s) = args.body_read_timeout.or(file.body_read_timeout) {
+        config.body_read_timeout = Duration::from_secs(s.max(1));
+    }
+    config.metrics_token = args.metrics_token.or(file.metrics_token);
     if let Some(n) = file.max_message_bytes {
         config.max_message_bytes = n;
     }

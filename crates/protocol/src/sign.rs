@@ -30,6 +30,12 @@ pub fn hmac_hex(secret: &str, message: &[u8]) -> String {
     to_hex(&mac.finalize().into_bytes())
 }
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ (only on their length), for tokens compared as they are.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Checks a hex signature against `message` in constant time.
 pub fn verify_hmac_hex(secret: &str, message: &[u8], signature_hex: &str) -> bool {
     let Some(sig) = from_hex(signature_hex) else {
@@ -501,6 +507,14 @@ mod tests {
         assert!(verify_webhook(SECRET, body, &sig));
         assert!(!verify_webhook(SECRET, b"{}", &sig));
         assert!(!verify_webhook("other", body, &sig));
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokeN"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -200,6 +200,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body (REST, auth
+    /// endpoint): a body trickled in slower is cut off with 408.
+    pub body_read_timeout: Duration,
+    /// When set, `/metrics` answers only requests with
+    /// `Authorization: Bearer <token>` (401 otherwise).
+    pub metrics_token: Option<String>,
     /// Redis scale-out; `None` for a single node.
     pub cluster: Option<crate::backplane::ClusterConfig>,
 }
@@ -219,6 +225,8 @@ impl ServerConfig {
             trusted_proxies: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            metrics_token: None,
             cluster: None,
         }
     }
@@ -318,6 +326,10 @@ pub struct FileConfig {
     pub outbound_queue_bytes: Option<usize>,
     /// Largest client message, bytes.
     pub max_message_bytes: Option<usize>,
+    /// Seconds a request body may take to arrive.
+    pub body_read_timeout: Option<u64>,
+    /// Token `/metrics` asks for.
+    pub metrics_token: Option<String>,
     /// Trusted proxy networks.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,

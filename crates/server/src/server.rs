@@ -369,7 +369,53 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            read_body_in_time,
+        ))
         .with_state(shared)
+}
+
+/// Largest request body read (REST's `/events` carry at most 100 channels
+/// and 10 KB of data; this is far above and still bounded).
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Reads a request's body within the body-read timeout before any handler
+/// sees it: a body trickled in slower (a slowloris on POST) is answered 408
+/// and its connection freed, instead of holding a task for ever.
+async fn read_body_in_time(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(shared.config.body_read_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY_BYTES} bytes, or broken off"),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                format!(
+                    "request body not received within {} s",
+                    shared.config.body_read_timeout.as_secs()
+                ),
+            )
+                .into_response()
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// Opens a WebSocket on `/app/{key}` and hands it to a connection task.
@@ -476,7 +522,24 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: header::HeaderMap) -> Response {
+    if let Some(token) = &shared.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            whosin_protocol::sign::constant_time_eq(g.as_bytes(), token.as_bytes())
+        });
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "send Authorization: Bearer <the --metrics-token>",
+            )
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(shared.gauges()),

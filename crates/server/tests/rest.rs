@@ -364,3 +364,55 @@ async fn a_disabled_app_answers_403_and_refuses_connections_with_4003() {
     };
     assert_eq!(c.closed(DEADLINE).await, Ended::Closed(4003));
 }
+
+/// A POST whose body is trickled in slower than the body-read timeout is
+/// answered 408 and its connection closed; the server keeps serving.
+#[tokio::test]
+async fn a_trickled_request_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.body_read_timeout = std::time::Duration::from_secs(1);
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("POST /apps/{APP_ID}/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // One byte now and then, never the whole body.
+    let trickle = async {
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if s.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), trickle).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes within the deadline")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
+}
+
+/// `/metrics` behind a token: 401 without it or with a wrong one.
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let mut cfg = config();
+    cfg.metrics_token = Some("s3cret-token".into());
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 401);
+    let wrong = [("Authorization", "Bearer nope")];
+    assert_eq!(http(addr, "GET", "/metrics", &wrong, b"").await.status, 401);
+    let right = [("Authorization", "Bearer s3cret-token")];
+    let r = http(addr, "GET", "/metrics", &right, b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("whosin_connections"), "{}", r.body);
+}
