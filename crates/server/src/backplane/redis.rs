@@ -326,6 +326,25 @@ impl std::fmt::Debug for RedisBackplane {
     }
 }
 
+/// A Redis URL as it may be shown: any password replaced by `***`, so it
+/// never reaches a log line or an error message.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth_host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match auth_host.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 fn prefix(app: &str) -> String {
     format!("whosin:{app}:")
 }
@@ -354,8 +373,9 @@ impl RedisBackplane {
         inbound: mpsc::Sender<Inbound>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<RedisBackplane>, String> {
+        let shown = redacted(&config.redis_url);
         let client = redis::Client::open(config.redis_url.as_str())
-            .map_err(|e| format!("--redis-url {}: {e}", config.redis_url))?;
+            .map_err(|e| format!("--redis-url {shown}: {e}"))?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(1)))
@@ -368,7 +388,7 @@ impl RedisBackplane {
                 .map_err(|e| {
                     format!(
                         "cannot reach Redis at {}: {e} (is redis-server running?)",
-                        config.redis_url
+                        shown
                     )
                 })
         };
@@ -1183,5 +1203,24 @@ impl RedisBackplane {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Published::NotShared,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redacted("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://app:p@ss:w@rd@host:6380"),
+            "rediss://app:***@host:6380"
+        );
+        assert!(!redacted("redis://u:secret@h").contains("secret"));
     }
 }
