@@ -62,6 +62,14 @@ pub struct ServeArgs {
     /// Serve /metrics only with `Authorization: Bearer TOKEN`.
     #[arg(long, env = "WHOSIN_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// A browser origin allowed to connect and use the auth endpoint
+    /// (repeatable; default: any). Requests without Origin are not affected.
+    #[arg(
+        long = "allowed-origin",
+        env = "WHOSIN_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// Channels one connection may be in at once (default 100).
     #[arg(long, env = "WHOSIN_MAX_CHANNELS_PER_CONNECTION")]
     max_channels_per_connection: Option<usize>,
@@ -133,6 +141,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         }
         if let Some(n) = args.max_channels_per_connection {
             app.max_channels_per_connection = n;
+        }
+        if !args.allowed_origins.is_empty() {
+            app.allowed_origins = args.allowed_origins.clone();
         }
     }
     let host = args.host.or(file.host).unwrap_or_else(|| {

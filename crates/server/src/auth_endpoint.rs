@@ -57,7 +57,7 @@ pub async fn form(
         }
     };
     let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
-    match authorize(&shared, &params, ip) {
+    match authorize(&shared, &params, ip, &headers) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err((status, msg)) => error(status, &msg),
     }
@@ -83,7 +83,7 @@ pub async fn jsonp(
         );
     }
     let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
-    let (status, body) = match authorize(&shared, &params, ip) {
+    let (status, body) = match authorize(&shared, &params, ip, &headers) {
         Ok(body) => (StatusCode::OK, body),
         Err((status, msg)) => (status, json!({ "error": msg }).to_string()),
     };
@@ -101,7 +101,12 @@ pub async fn jsonp(
         .into_response()
 }
 
-fn authorize(shared: &Shared, p: &AuthParams, ip: IpAddr) -> Result<String, (StatusCode, String)> {
+fn authorize(
+    shared: &Shared,
+    p: &AuthParams,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, String)> {
     let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
     let app: &Arc<App> = match p.app_key.as_deref() {
         Some(k) => shared
@@ -112,6 +117,16 @@ fn authorize(shared: &Shared, p: &AuthParams, ip: IpAddr) -> Result<String, (Sta
             .first()
             .ok_or_else(|| bad("no app configured"))?,
     };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !app.config.origin_allowed(origin) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {} is not allowed for this app; its operator lists the allowed ones with --allowed-origin",
+                origin.unwrap_or("")
+            ),
+        ));
+    }
     let socket_id = p
         .socket_id
         .as_deref()

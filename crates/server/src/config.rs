@@ -31,6 +31,11 @@ pub struct AppConfig {
     /// Largest event `data`, in bytes (REST triggers and client events).
     #[serde(default = "defaults::max_event_data_bytes")]
     pub max_event_data_bytes: usize,
+    /// Browser origins (`https://example.com`) allowed to open WebSockets
+    /// and use the auth endpoint; empty means any. Requests without an
+    /// `Origin` (non-browser clients) are not affected.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     /// Whether clients may send `client-*` events to each other (off unless
     /// the app enables them, as in Pusher: otherwise any anonymous visitor
     /// could broadcast to everyone on a public presence page).
@@ -56,6 +61,21 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// Whether a request with this `Origin` header (if any) may use the
+    /// app: any origin when none are listed, no header (not a browser)
+    /// always; otherwise an exact match, ignoring case and a trailing `/`.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let norm = |o: &str| o.trim().trim_end_matches('/').to_ascii_lowercase();
+        match origin {
+            _ if self.allowed_origins.is_empty() => true,
+            None => true,
+            Some(o) => {
+                let o = norm(o);
+                self.allowed_origins.iter().any(|a| norm(a) == o)
+            }
+        }
+    }
+
     /// An app with the given credentials and every default.
     pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
         AppConfig {
@@ -66,6 +86,7 @@ impl AppConfig {
             max_presence_members: defaults::max_presence_members(),
             max_user_info_bytes: defaults::max_user_info_bytes(),
             max_event_data_bytes: defaults::max_event_data_bytes(),
+            allowed_origins: Vec::new(),
             client_events: false,
             max_channels_per_connection: defaults::max_channels_per_connection(),
             client_events_per_second: defaults::client_events_per_second(),

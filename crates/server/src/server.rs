@@ -265,6 +265,9 @@ async fn direct_handshake(
             let msg = "not found: see the README for the endpoints whosin serves";
             return Err((StatusCode::NOT_FOUND, msg.to_owned(), None));
         };
+        if let Err(msg) = check_origin(shared, key, &req.headers) {
+            return Err((StatusCode::FORBIDDEN, msg, None));
+        }
         match ws::handshake::accept(&axum::http::Method::GET, &req.headers) {
             Ok(accept) => Ok((req.head_len, key.to_owned(), protocol_ok(protocol), accept)),
             Err(e) => {
@@ -288,6 +291,27 @@ async fn direct_handshake(
     let leftover = buf[head_len..].to_vec();
     let socket = Socket::new(stream, leftover, shared.config.max_message_bytes);
     Some((socket, key, protocol_ok))
+}
+
+/// Refuses a WebSocket open from a browser origin the app does not list
+/// (checked before the upgrade, so the page sees a failed handshake). An
+/// unknown key is left to the connection (4001).
+fn check_origin(shared: &Shared, key: &str, headers: &header::HeaderMap) -> Result<(), String> {
+    let Some(app) = shared.app_by_key(key) else {
+        return Ok(());
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if app.config.origin_allowed(origin) {
+        return Ok(());
+    }
+    tracing::debug!(
+        origin = origin.unwrap_or(""),
+        "WebSocket refused: origin not allowed"
+    );
+    Err(format!(
+        "origin {} is not allowed for this app; its operator lists the allowed ones with --allowed-origin",
+        origin.unwrap_or("")
+    ))
 }
 
 /// Answers a fast-path request with an error and closes.
@@ -428,6 +452,9 @@ async fn websocket(
     State(shared): State<Arc<Shared>>,
     mut req: Request<axum::body::Body>,
 ) -> Response {
+    if let Err(msg) = check_origin(&shared, &key, req.headers()) {
+        return rest::error(StatusCode::FORBIDDEN, &msg);
+    }
     let accept = match ws::handshake::accept(req.method(), req.headers()) {
         Ok(a) => a,
         Err(e) => {

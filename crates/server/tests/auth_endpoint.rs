@@ -252,3 +252,40 @@ async fn forwarded_for_only_from_trusted_proxies_and_masking() {
     .await;
     assert_eq!(channel_data(&r)["user_info"]["ip"], "203.0.113.*");
 }
+
+/// With allowed origins set, a WebSocket open or an auth request from a
+/// page on another origin is refused with 403 before anything happens;
+/// listed origins and non-browser clients (no Origin) are served.
+#[tokio::test]
+async fn only_listed_origins_may_connect_and_sign() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut cfg = config();
+    cfg.apps[0].allowed_origins = vec!["https://site.example".into()];
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let open = |origin: Option<&'static str>| async move {
+        let mut req = format!("ws://{addr}/app/{KEY}?protocol=7")
+            .into_client_request()
+            .unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req).await
+    };
+    match open(Some("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(
+        open(Some("https://SITE.example/")).await.is_ok(),
+        "listed (case and / ignored)"
+    );
+    assert!(open(None).await.is_ok(), "no Origin: not a browser");
+
+    let form = "socket_id=1.2&channel_name=presence-whosin&visitor_id=v1";
+    let evil = post_auth(addr, form, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(evil.status, 403);
+    assert!(evil.body.contains("--allowed-origin"), "{}", evil.body);
+    let ok = post_auth(addr, form, &[("Origin", "https://site.example")]).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
