@@ -77,6 +77,9 @@ impl Embedded {
 async fn start(secret: &str, port: u16) -> Result<Running, StartError> {
     let mut config = ServerConfig::single(AppConfig::new(EMBEDDED_APP, EMBEDDED_APP, secret), port);
     config.shutdown_grace = Duration::from_secs(2);
+    // Only this computer, and only the server's own page among browser
+    // pages: another site open in the user's browser cannot use it.
+    config.loopback_only = true;
     whosin_server::start(config).await
 }
 

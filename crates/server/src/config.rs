@@ -224,6 +224,12 @@ pub struct ServerConfig {
     /// How long a client may take to send a request body (REST, auth
     /// endpoint): a body trickled in slower is cut off with 408.
     pub body_read_timeout: Duration,
+    /// A server for this computer only (the desktop's embedded one): every
+    /// request must name a loopback host (`Host`), and a browser page may
+    /// only be this server's own (`Origin` `http://127.0.0.1:PORT`,
+    /// `localhost` or `[::1]` with this server's port). Stops other web
+    /// pages in the user's browser, and DNS rebinding, from reaching it.
+    pub loopback_only: bool,
     /// When set, `/metrics` answers only requests with
     /// `Authorization: Bearer <token>` (401 otherwise).
     pub metrics_token: Option<String>,
@@ -247,6 +253,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            loopback_only: false,
             metrics_token: None,
             cluster: None,
         }

@@ -140,6 +140,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         backplane,
         node_number: rand::random::<u32>() % 1_000_000_000,
         next_id: AtomicU64::new(1),
+        port: local.port(),
         live: std::sync::Mutex::new(Some(live)),
     });
     let router = router(shared.clone());
@@ -265,7 +266,10 @@ async fn direct_handshake(
             let msg = "not found: see the README for the endpoints whosin serves";
             return Err((StatusCode::NOT_FOUND, msg.to_owned(), None));
         };
-        if let Err(msg) = check_origin(shared, key, &req.headers) {
+        if let Err(msg) = shared
+            .check_local(&req.headers)
+            .and_then(|()| check_origin(shared, key, &req.headers))
+        {
             return Err((StatusCode::FORBIDDEN, msg, None));
         }
         match ws::handshake::accept(&axum::http::Method::GET, &req.headers) {
@@ -404,14 +408,18 @@ fn router(shared: Arc<Shared>) -> Router {
 /// and 10 KB of data; this is far above and still bounded).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Reads a request's body within the body-read timeout before any handler
-/// sees it: a body trickled in slower (a slowloris on POST) is answered 408
+/// Refuses what a loopback-only server must not serve (see
+/// [`Shared::check_local`]), then reads a request's body within the
+/// body-read timeout before any handler sees it: a body trickled in slower (a slowloris on POST) is answered 408
 /// and its connection freed, instead of holding a task for ever.
 async fn read_body_in_time(
     State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if let Err(msg) = shared.check_local(request.headers()) {
+        return rest::error(StatusCode::FORBIDDEN, &msg);
+    }
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     let bytes = match tokio::time::timeout(shared.config.body_read_timeout, read).await {

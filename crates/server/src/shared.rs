@@ -27,6 +27,9 @@ pub struct Shared {
     /// restarted server do not collide with the previous run's.
     pub node_number: u32,
     pub(crate) next_id: AtomicU64,
+    /// The port actually bound (with `--port 0`, the one the system chose):
+    /// a loopback-only server's own page has it in its origin.
+    pub port: u16,
     /// Cloned into every connection's state and taken away at shutdown: the
     /// last clone's drop is how shutdown learns that every connection is
     /// gone (mini-redis's drop guard), without polling a count.
@@ -51,6 +54,54 @@ impl Shared {
     /// held by a connection.
     pub(crate) fn stop_tracking(&self) -> Option<mpsc::Sender<()>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// For a loopback-only server (see
+    /// [`ServerConfig::loopback_only`](crate::ServerConfig)): refuses a
+    /// request whose `Host` is not a loopback name, or whose `Origin` is
+    /// another page than this server's own. `Ok` for other servers.
+    pub fn check_local(&self, headers: &axum::http::HeaderMap) -> Result<(), String> {
+        if !self.config.loopback_only {
+            return Ok(());
+        }
+        let host_of = |authority: &str| -> String {
+            let a = authority.trim().to_ascii_lowercase();
+            if let Some(rest) = a.strip_prefix('[') {
+                return rest.split(']').next().unwrap_or("").to_owned();
+            }
+            a.split(':').next().unwrap_or("").to_owned()
+        };
+        let loopback = |h: &str| matches!(h, "127.0.0.1" | "localhost" | "::1");
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !loopback(&host_of(host)) {
+            return Err(format!(
+                "this server serves this computer only: Host {host:?} is not 127.0.0.1, localhost or [::1]"
+            ));
+        }
+        let Some(origin) = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(());
+        };
+        let authority = origin
+            .trim_end_matches('/')
+            .strip_prefix("http://")
+            .unwrap_or("");
+        let port_ok = authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            == Some(self.port);
+        if loopback(&host_of(authority)) && port_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "this server serves this computer only: pages from {origin} may not use it"
+            ))
+        }
     }
 
     /// A fresh connection number.

@@ -289,3 +289,59 @@ async fn only_listed_origins_may_connect_and_sign() {
     let ok = post_auth(addr, form, &[("Origin", "https://site.example")]).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 }
+
+/// A loopback-only server (the desktop's embedded one) serves requests
+/// naming a loopback host and, among browser pages, only its own.
+#[tokio::test]
+async fn a_loopback_only_server_serves_this_computer_and_its_own_page_only() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut cfg = config();
+    cfg.loopback_only = true;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let port = addr.port();
+    assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
+    // DNS rebinding: a name that resolved to 127.0.0.1 for an attacker's page.
+    let rebound = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let open = |origin: String| async move {
+        let mut req = format!("ws://{addr}/app/{KEY}?protocol=7")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.map(|_| ())
+    };
+    assert!(open(format!("http://127.0.0.1:{port}")).await.is_ok());
+    assert!(open(format!("http://localhost:{port}/")).await.is_ok());
+    for other in [
+        "http://127.0.0.1:1".to_owned(),
+        "https://evil.example".to_owned(),
+        format!("http://evil.example:{port}"),
+    ] {
+        match open(other.clone()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 403, "{other}")
+            }
+            r => panic!("{other}: expected 403, got {r:?}"),
+        }
+    }
+    let form = "socket_id=1.2&channel_name=presence-whosin&visitor_id=v1";
+    let other_page = post_auth(addr, form, &[("Origin", "http://localhost:3000")]).await;
+    assert_eq!(other_page.status, 403);
+    let own = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        post_auth(addr, form, &[("Origin", own.as_str())])
+            .await
+            .status,
+        200
+    );
+}
