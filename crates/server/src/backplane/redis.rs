@@ -137,12 +137,17 @@ for i = 1, #kv do out[#out + 1] = kv[i] end
 return out
 "#;
 
-/// One heartbeat: this node's score set to Redis's time; returns
+/// One heartbeat: this node's score set to Redis's time, and a `beat` on
+/// every app's bus (ARGV 2: the message, 3..: the bus channels) so that
+/// every node's bus reader hears something at least once a beat; returns
 /// {1 if the entry is new else 0, now_ms, node, score, node, score, ...}.
 const HEARTBEAT_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local added = redis.call('ZADD', 'whosin:nodes', now, ARGV[1])
+for i = 3, #ARGV do
+  redis.call('PUBLISH', ARGV[i], ARGV[2])
+end
 local out = {added, now}
 local all = redis.call('ZRANGE', 'whosin:nodes', 0, -1, 'WITHSCORES')
 for i = 1, #all do out[#out + 1] = all[i] end
@@ -242,6 +247,13 @@ enum BusMessage {
     /// Node `n` left the cluster.
     #[serde(rename = "gone")]
     Gone { n: String },
+    /// Node `n` is alive (sent with every heartbeat): a bus that hears
+    /// nothing, not even these, is dead and is opened again.
+    #[serde(rename = "beat")]
+    Beat {
+        #[allow(dead_code)]
+        n: String,
+    },
 }
 
 impl BusMessage {
@@ -434,9 +446,7 @@ impl RedisBackplane {
                 .map_err(|e| format!("Redis: {e}"))?;
         }
         let first: Vec<String> = backplane
-            .scripts
-            .heartbeat
-            .arg(&backplane.config.node_id)
+            .beat()
             .invoke_async(&mut con)
             .await
             .map_err(|e| format!("Redis: {e}"))?;
@@ -464,12 +474,34 @@ impl RedisBackplane {
         Ok(backplane)
     }
 
+    /// The heartbeat script's invocation: this node, and every app's bus.
+    fn beat(&self) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        let message = BusMessage::Beat {
+            n: self.config.node_id.clone(),
+        }
+        .encode();
+        inv.arg(&self.config.node_id).arg(message);
+        for app in &self.apps {
+            inv.arg(format!("{}bus", app.prefix));
+        }
+        inv
+    }
+
     fn app_index(&self, id: &str) -> Option<usize> {
         self.apps.iter().position(|a| a.id == id)
     }
 
     fn expiry_ms(&self) -> u64 {
         self.config.node_timeout.as_millis() as u64
+    }
+
+    /// A failed read beside the write path (a snapshot, a sweep, the bus
+    /// connecting): counted and logged, but it does not take the node off
+    /// Redis; only the writers and the heartbeat decide that.
+    fn noted(&self, what: &str, e: &redis::RedisError) {
+        Metrics::inc(&self.metrics.cluster_failures);
+        tracing::debug!(error = %e, "Redis {what} failed; retried at the next heartbeat");
     }
 
     fn failed(&self, what: &str, e: &redis::RedisError) {
@@ -487,7 +519,10 @@ impl RedisBackplane {
         occupancy: Vec<(String, usize)>,
     ) -> Vec<String> {
         let keys = &self.apps[app];
-        let seq = keys.seq.load(Ordering::Acquire);
+        // A number of its own (taken under the app's lock, like a change's):
+        // every other node then sees the rewrite as newer than anything it
+        // applied, even when changes before it were lost.
+        let seq = keys.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let sync = BusMessage::Sync {
             n: self.config.node_id.clone(),
             i: self.inst.clone(),
@@ -773,15 +808,29 @@ impl RedisBackplane {
                                 mirror.stale.insert((app, Arc::from(node.as_str())));
                             }
                         }
-                        self.refresh_stale(&mut con, &mut mirror).await;
+                        // Ready as soon as this node is on the bus: the
+                        // others' states follow as snapshots (announced
+                        // as arrivals to anyone already connected), and
+                        // the start never waits on the apps' queue.
                         if let Some(r) = starting {
                             let _ = r.send(());
                         }
+                        self.refresh_stale(&mut con, &mut mirror).await;
                         let mut stream = pubsub.on_message();
+                        // Every node's heartbeat is heard here each beat:
+                        // silence this long means the connection is dead
+                        // (no reset came, e.g. a dropped NAT entry).
+                        let silence = self.config.node_timeout.max(self.config.heartbeat * 3);
+                        let mut last_heard = Instant::now();
                         loop {
                             tokio::select! {
+                                _ = tokio::time::sleep_until(last_heard + silence) => {
+                                    tracing::warn!(?silence, "nothing heard on the Redis bus: reconnecting");
+                                    break;
+                                }
                                 msg = stream.next() => match msg {
                                     Some(m) => {
+                                        last_heard = Instant::now();
                                         let chan = m.get_channel_name().to_owned();
                                         let Some(app) = self.apps.iter().position(|a| chan.strip_prefix(&a.prefix) == Some("bus")) else { continue };
                                         if let Ok(payload) = m.get_payload::<String>() {
@@ -833,6 +882,7 @@ impl RedisBackplane {
                 app: app_id,
                 user: u,
             },
+            BusMessage::Beat { .. } => return,
             BusMessage::Gone { n } => {
                 if n == self.config.node_id {
                     return;
@@ -946,7 +996,7 @@ impl RedisBackplane {
                 Ok(None) => {
                     mirror.stale.remove(&(app, node));
                 }
-                Err(e) => self.failed("snapshot", &e),
+                Err(e) => self.noted("snapshot", &e),
             }
         }
     }
@@ -968,12 +1018,7 @@ impl RedisBackplane {
                 _ = tokio::time::sleep(self.config.heartbeat) => {}
                 _ = shutdown.changed() => return,
             }
-            let r: redis::RedisResult<Vec<String>> = self
-                .scripts
-                .heartbeat
-                .arg(&self.config.node_id)
-                .invoke_async(&mut con)
-                .await;
+            let r: redis::RedisResult<Vec<String>> = self.beat().invoke_async(&mut con).await;
             let v = match r {
                 Ok(v) if v.len() >= 2 => v,
                 Ok(_) => continue,
@@ -985,7 +1030,10 @@ impl RedisBackplane {
             };
             let was_down = !self.healthy.swap(true, Ordering::AcqRel);
             if was_down {
-                tracing::info!("Redis reachable again");
+                // Redis may have come back from older data, or writes may
+                // have been skipped meanwhile: say everything again.
+                tracing::info!("Redis reachable again: rewriting this node's state");
+                self.dirty.store(true, Ordering::Release);
             }
             let since = *healthy_since.get_or_insert_with(Instant::now);
             // A new entry means this node was swept as dead, or Redis lost
@@ -1045,7 +1093,7 @@ impl RedisBackplane {
         }
         let r: redis::RedisResult<i64> = inv.invoke_async(con).await;
         if let Err(e) = r {
-            self.failed("sweep", &e);
+            self.noted("sweep", &e);
         }
     }
 }
