@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Frame;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,8 +67,6 @@ impl ClusterConfig {
         }
     }
 }
-
-const NODES: &str = "whosin:nodes";
 
 /// Event operations queued at most; more are shed (counted and logged).
 const EVENT_QUEUE: usize = 65_536;
@@ -168,6 +166,24 @@ redis.call('ZREM', 'whosin:nodes', node)
 return 1
 "#;
 
+/// Leaves the cluster, but only if this process still owns the node id
+/// (ARGV: node, process, `gone` message, app prefixes...): a late old
+/// process never removes a newer one's members.
+const DEPART_LUA: &str = r#"
+local node, inst, gone = ARGV[1], ARGV[2], ARGV[3]
+local mine = false
+for i = 4, #ARGV do
+  local p = ARGV[i]
+  if redis.call('HGET', p .. 'm:' .. node, 'inst') == inst then
+    mine = true
+    redis.call('DEL', p .. 'n:' .. node, p .. 'm:' .. node, p .. 'occ:' .. node)
+    redis.call('PUBLISH', p .. 'bus', gone)
+  end
+end
+if mine then redis.call('ZREM', 'whosin:nodes', node) end
+return mine and 1 or 0
+"#;
+
 /// Subscriptions summed over live nodes: {channel, count, ...}.
 const OCC_LUA: &str = r#"
 local prefix, node, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -199,6 +215,7 @@ struct Scripts {
     snapshot: Script,
     heartbeat: Script,
     sweep: Script,
+    depart: Script,
     occupancy: Script,
 }
 
@@ -210,6 +227,7 @@ impl Scripts {
             snapshot: Script::new(SNAPSHOT_LUA),
             heartbeat: Script::new(HEARTBEAT_LUA),
             sweep: Script::new(SWEEP_LUA),
+            depart: Script::new(DEPART_LUA),
             occupancy: Script::new(OCC_LUA),
         }
     }
@@ -430,10 +448,21 @@ impl RedisBackplane {
             scripts: Scripts::new(),
             inbound,
         });
+        // In the node set first, so that no sweep of an earlier process
+        // with this node id can land after the state below is written.
+        let mut con = backplane.reader.clone();
+        let first: Vec<String> = backplane
+            .beat()
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        let nodes: Vec<String> = pairs(first.into_iter().skip(2).collect())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         // A fresh, empty state under this process's number: whatever an
         // earlier process with this node id left is replaced, and the
         // others re-read it.
-        let mut con = backplane.reader.clone();
         for app in 0..backplane.apps.len() {
             let args = backplane.republish_args(app, Vec::new(), Vec::new());
             backplane
@@ -445,15 +474,6 @@ impl RedisBackplane {
                 .await
                 .map_err(|e| format!("Redis: {e}"))?;
         }
-        let first: Vec<String> = backplane
-            .beat()
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| format!("Redis: {e}"))?;
-        let nodes: Vec<String> = pairs(first.into_iter().skip(2).collect())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
         // Ready only when this node is on the bus, so no change published
         // after "listening on" can miss it; the snapshots of the nodes
         // already there are read right after subscribing.
@@ -1201,23 +1221,25 @@ impl Backplane for RedisBackplane {
     fn depart(&self) -> Query<'_, ()> {
         Box::pin(async move {
             let mut con = self.reader.clone();
-            let _: redis::RedisResult<i64> = con.zrem(NODES, &self.config.node_id).await;
-            for app in &self.apps {
-                let _: redis::RedisResult<i64> = con
-                    .del(&[
-                        format!("{}n:{}", app.prefix, self.config.node_id),
-                        format!("{}m:{}", app.prefix, self.config.node_id),
-                        format!("{}occ:{}", app.prefix, self.config.node_id),
-                    ])
-                    .await;
-                let gone = BusMessage::Gone {
-                    n: self.config.node_id.clone(),
-                }
-                .encode();
-                let _: redis::RedisResult<i64> =
-                    con.publish(format!("{}bus", app.prefix), gone).await;
+            let gone = BusMessage::Gone {
+                n: self.config.node_id.clone(),
             }
-            tracing::info!(node = %self.config.node_id, "left the cluster");
+            .encode();
+            let mut inv = self.scripts.depart.prepare_invoke();
+            inv.arg(&self.config.node_id).arg(&self.inst).arg(gone);
+            for app in &self.apps {
+                inv.arg(&app.prefix);
+            }
+            match inv.invoke_async::<i64>(&mut con).await {
+                Ok(1) => tracing::info!(node = %self.config.node_id, "left the cluster"),
+                Ok(_) => tracing::info!(
+                    node = %self.config.node_id,
+                    "left the cluster (another process holds this node id now)"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not leave the cluster cleanly; the others will time this node out")
+                }
+            }
         })
     }
 
