@@ -128,11 +128,6 @@ impl Session {
         self.socket_id.is_some()
     }
 
-    /// A presence channel's roster as last known.
-    pub fn roster(&self, channel: &str) -> Option<&PresenceRoster> {
-        self.rosters.get(channel)
-    }
-
     /// A connection is up with `socket_id`: every wanted channel is
     /// subscribed again.
     pub fn connected(&mut self, socket_id: &str) -> Vec<Output> {

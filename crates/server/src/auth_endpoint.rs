@@ -118,15 +118,9 @@ fn authorize(
             .ok_or_else(|| bad("no app configured"))?,
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !app.config.origin_allowed(origin) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "origin {} is not allowed for this app; its operator lists the allowed ones with --allowed-origin",
-                origin.unwrap_or("")
-            ),
-        ));
-    }
+    app.config
+        .check_origin(origin)
+        .map_err(|m| (StatusCode::FORBIDDEN, m))?;
     let socket_id = p
         .socket_id
         .as_deref()

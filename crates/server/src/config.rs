@@ -64,16 +64,21 @@ impl AppConfig {
     /// Whether a request with this `Origin` header (if any) may use the
     /// app: any origin when none are listed, no header (not a browser)
     /// always; otherwise an exact match, ignoring case and a trailing `/`.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    /// The refusal says what to do, for the 403 that carries it.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), String> {
         let norm = |o: &str| o.trim().trim_end_matches('/').to_ascii_lowercase();
-        match origin {
+        let allowed = match origin {
             _ if self.allowed_origins.is_empty() => true,
             None => true,
-            Some(o) => {
-                let o = norm(o);
-                self.allowed_origins.iter().any(|a| norm(a) == o)
-            }
+            Some(o) => self.allowed_origins.iter().any(|a| norm(a) == norm(o)),
+        };
+        if allowed {
+            return Ok(());
         }
+        Err(format!(
+            "origin {} is not allowed for this app; its operator lists the allowed ones with --allowed-origin",
+            origin.unwrap_or("")
+        ))
     }
 
     /// An app with the given credentials and every default.

@@ -305,17 +305,12 @@ fn check_origin(shared: &Shared, key: &str, headers: &header::HeaderMap) -> Resu
         return Ok(());
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if app.config.origin_allowed(origin) {
-        return Ok(());
-    }
-    tracing::debug!(
-        origin = origin.unwrap_or(""),
-        "WebSocket refused: origin not allowed"
-    );
-    Err(format!(
-        "origin {} is not allowed for this app; its operator lists the allowed ones with --allowed-origin",
-        origin.unwrap_or("")
-    ))
+    app.config.check_origin(origin).inspect_err(|_| {
+        tracing::debug!(
+            origin = origin.unwrap_or(""),
+            "WebSocket refused: origin not allowed"
+        )
+    })
 }
 
 /// Answers a fast-path request with an error and closes.

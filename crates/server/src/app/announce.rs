@@ -12,7 +12,7 @@ use whosin_protocol::frame::server;
 use whosin_protocol::Change;
 
 /// The frame that tells a channel's subscribers about `change`.
-pub(crate) fn frame_for(channel: &str, change: &Change) -> Frame {
+fn frame_for(channel: &str, change: &Change) -> Frame {
     Frame::from(match change {
         Change::Added { user_id, info } => server::member_added(channel, user_id, info),
         Change::Removed { user_id, .. } => server::member_removed(channel, user_id),

@@ -95,6 +95,11 @@ impl Channel {
         }
     }
 
+    /// Nobody subscribed here and nobody present.
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.presence.as_ref().is_none_or(|p| p.members.is_empty())
+    }
+
     /// `subscription_succeeded` for this channel: with the roster for a
     /// presence channel.
     pub fn succeeded(&mut self, name: &str) -> Frame {
@@ -131,10 +136,13 @@ impl ChannelTable {
     /// (in a cluster, a channel with members on other nodes is kept: it is
     /// this node's mirror of them).
     pub fn forget_if_empty(&mut self, name: &str) {
-        if self.channels.get(name).is_some_and(|c| {
-            c.subscribers.is_empty() && c.presence.as_ref().is_none_or(|p| p.members.is_empty())
-        }) {
+        if self.channels.get(name).is_some_and(Channel::is_empty) {
             self.channels.remove(name);
         }
+    }
+
+    /// Drops every channel [`ChannelTable::forget_if_empty`] would.
+    pub fn forget_all_empty(&mut self) {
+        self.channels.retain(|_, c| !c.is_empty());
     }
 }

@@ -296,15 +296,11 @@ impl App {
         let mut state = self.state();
         let table = &mut state.table;
         // Departures first, then arrivals, channel by channel.
-        let names: Vec<String> = table.channels.keys().cloned().collect();
-        for name in names {
-            let Some(channel) = table.channels.get_mut(&name) else {
-                continue;
-            };
+        for (name, channel) in table.channels.iter_mut() {
             let Some(p) = channel.presence.as_mut() else {
                 continue;
             };
-            let keep = wanted.get(&name);
+            let keep = wanted.get(name);
             let gone: Vec<Arc<str>> = p
                 .members
                 .iter()
@@ -318,7 +314,7 @@ impl App {
                 .filter_map(|u| p.members.leave(u, &holder))
                 .collect();
             for change in changes {
-                self.announce_or_record(&name, channel, &change);
+                self.announce_or_record(name, channel, &change);
             }
         }
         for (name, users) in wanted {
@@ -335,31 +331,12 @@ impl App {
                 }
             }
         }
-        let names: Vec<String> = table.channels.keys().cloned().collect();
-        for name in names {
-            table.forget_if_empty(&name);
-        }
+        table.forget_all_empty();
     }
 
-    /// Another node is gone: it holds nobody any more.
+    /// Another node is gone: it holds nobody any more (a snapshot of nothing).
     pub fn remote_gone(&self, node: &Arc<str>) {
-        let holder = Holder::Node(node.clone());
-        let mut state = self.state();
-        let table = &mut state.table;
-        let names: Vec<String> = table.channels.keys().cloned().collect();
-        for name in names {
-            let Some(channel) = table.channels.get_mut(&name) else {
-                continue;
-            };
-            let Some(p) = channel.presence.as_mut() else {
-                continue;
-            };
-            let changes = p.members.release(&holder);
-            for change in changes {
-                self.announce_or_record(&name, channel, &change);
-            }
-            table.forget_if_empty(&name);
-        }
+        self.remote_snapshot(node, Vec::new());
     }
 
     /// Hands the backplane everything this node holds, to replace what the
