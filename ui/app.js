@@ -17,10 +17,22 @@ function visitorId() {
   return id;
 }
 
+// The token the server gave with the visitor id: without it, the server
+// gives a fresh id while this one is present (another tab, a reconnect), so
+// nobody can appear as a visitor whose id they read in the list.
+const TOKEN_KEY = 'whosin.visitor_token';
+
+function keepIdentity(answer) {
+  localStorage.setItem('whosin.visitor_id', answer.visitor_id);
+  localStorage.setItem(TOKEN_KEY, answer.visitor_token);
+}
+
 async function startWeb() {
   const config = await fetch('whosin.json').then((r) => r.json());
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const params = { visitor_id: visitorId() };
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) params.visitor_token = token;
   const name = localStorage.getItem('whosin.name');
   if (name) params.name = name;
   const transport = new PresenceTransport({
@@ -28,6 +40,7 @@ async function startWeb() {
     authEndpoint: config.auth_endpoint,
     channel: config.channel,
     params,
+    onAuth: keepIdentity,
     onEvent: (e) => view.apply(e),
   });
   window.whosinTransport = transport;

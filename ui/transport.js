@@ -19,7 +19,9 @@ export class PresenceTransport {
    * @param {string} o.wsUrl   e.g. ws://host:6001/app/KEY?protocol=7&client=whosin-web&version=1
    * @param {string} o.authEndpoint  e.g. /pusher/auth
    * @param {string} o.channel presence channel
-   * @param {Record<string,string>} o.params extra auth form parameters (visitor_id, name)
+   * @param {Record<string,string>} o.params extra auth form parameters (visitor_id, visitor_token, name)
+   * @param {(answer: object) => void} [o.onAuth] told each auth answer: a whosin server's
+   *   carries visitor_id and visitor_token, which the caller keeps and sends again
    * @param {(e: object) => void} o.onEvent
    */
   constructor(o) {
@@ -126,6 +128,14 @@ export class PresenceTransport {
     }
     const cd = JSON.parse(answer.channel_data);
     this.meId = String(cd.user_id);
+    if (typeof answer.visitor_id === 'string' && typeof answer.visitor_token === 'string') {
+      // Sent again on reconnect: with its token the id stays ours even while
+      // the old connection is still present.
+      this.params = { ...this.params, visitor_id: answer.visitor_id, visitor_token: answer.visitor_token };
+      if (this.onAuth) {
+        try { this.onAuth(answer); } catch (err) { console.error(err); }
+      }
+    }
     this.send({ event: 'pusher:subscribe', data: { channel: this.channel, auth: answer.auth, channel_data: answer.channel_data } });
   }
 

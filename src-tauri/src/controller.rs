@@ -10,7 +10,7 @@ use crate::tray::TrayModel;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use whosin_client::{Client, Events, IpLookup, Signing, Visitor};
+use whosin_client::{Client, Events, IpLookup, Signing, Visitor, VisitorIdentity};
 
 /// Where the controller's news goes.
 pub trait Ui: Send + Sync + 'static {
@@ -41,6 +41,8 @@ struct Inner {
     settings: Settings,
     state: DesktopState,
     client: Option<Client>,
+    /// The visitor identity an auth endpoint may update (remote mode).
+    identity: Option<VisitorIdentity>,
     /// The channel the client joins; its roster is the session's.
     channel: Option<String>,
     /// Bumped on every (re)connect, so a pump of an old client stops.
@@ -91,6 +93,7 @@ impl Controller {
                 settings,
                 state: DesktopState::default(),
                 client: None,
+                identity: None,
                 channel: None,
                 generation: 0,
                 embedded: None,
@@ -247,7 +250,7 @@ impl Controller {
                 .map_err(|e| e.to_string())?;
                 let visitor = Visitor {
                     endpoint,
-                    visitor_id: settings.visitor_id.clone(),
+                    identity: VisitorIdentity::new(settings.visitor_id.clone(), None),
                     name: Some(settings.name.clone()),
                     signing: Signing::Secret {
                         secret: settings.embedded_secret.clone(),
@@ -263,7 +266,10 @@ impl Controller {
             } => {
                 let visitor = Visitor {
                     endpoint: endpoint.clone(),
-                    visitor_id: settings.visitor_id.clone(),
+                    identity: VisitorIdentity::new(
+                        settings.visitor_id.clone(),
+                        settings.visitor_token.clone(),
+                    ),
                     name: Some(settings.name.clone()),
                     signing: Signing::AuthEndpoint {
                         url: auth_endpoint.clone(),
@@ -280,6 +286,9 @@ impl Controller {
         let generation = {
             let mut inner = self.inner();
             inner.state.me_id = Some(settings.visitor_id.clone());
+            // Only an auth endpoint answers with an id and token to keep.
+            inner.identity = matches!(visitor.signing, Signing::AuthEndpoint { .. })
+                .then(|| visitor.identity.clone());
             inner.client = Some(client);
             inner.channel = Some(channel);
             inner.generation
@@ -322,7 +331,30 @@ impl Controller {
             if let (Some(n), true) = (notice, notify) {
                 self.ui.notify(&n);
             }
+            self.keep_identity();
             self.refresh_tray();
+        }
+    }
+
+    /// Stores the visitor id and token the auth endpoint answered with, when
+    /// they changed, so the next start is the same visitor.
+    fn keep_identity(&self) {
+        let next = {
+            let mut inner = self.inner();
+            let Some(learned) = inner.identity.as_ref().map(VisitorIdentity::get) else {
+                return;
+            };
+            let s = &mut inner.settings;
+            if s.visitor_id == learned.id && s.visitor_token == learned.token {
+                return;
+            }
+            s.visitor_id = learned.id.clone();
+            s.visitor_token = learned.token;
+            inner.state.me_id = Some(learned.id);
+            inner.settings.clone()
+        };
+        if let Err(e) = next.save(&self.options.config_dir) {
+            tracing::warn!(error = %e, "could not store the visitor token");
         }
     }
 

@@ -40,6 +40,11 @@ pub struct Remote {
 pub struct Settings {
     /// Stable visitor id, so restarts and reconnects are the same person.
     pub visitor_id: String,
+    /// The token a whosin auth endpoint gave with the visitor id: without
+    /// it, a server gives a fresh id while the old one is still present
+    /// (see `whosin_client::VisitorIdentity`).
+    #[serde(default)]
+    pub visitor_token: Option<String>,
     /// Display name: a random fake name made once, editable.
     pub name: String,
     /// Presence channel; `None` for the default.
@@ -160,6 +165,7 @@ impl Settings {
     pub fn fresh() -> Settings {
         Settings {
             visitor_id: identity::new_visitor_id(),
+            visitor_token: None,
             name: identity::random_name(),
             channel: None,
             remote: None,
@@ -387,6 +393,20 @@ mod tests {
         let fresh = Settings::load_or_create(&dir).unwrap();
         assert_ne!(fresh.visitor_id, first.visitor_id);
         assert!(dir.join("settings.json.broken").exists());
+        // The visitor token is kept; a file from before it loads without one.
+        let mut with_token = fresh.clone();
+        with_token.visitor_token = Some("t".repeat(64));
+        with_token.save(&dir).unwrap();
+        assert_eq!(Settings::load_or_create(&dir).unwrap(), with_token);
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Settings::path(&dir)).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("visitor_token");
+        std::fs::write(Settings::path(&dir), old.to_string()).unwrap();
+        let loaded = Settings::load_or_create(&dir).unwrap();
+        assert_eq!(
+            (loaded.visitor_id, loaded.visitor_token),
+            (fresh.visitor_id, None)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -98,6 +98,28 @@ test('pusher-js ajax transport: subscribe through the endpoint', async (t) => {
   assert.equal(channel.members.me.info.ip, '127.0.0.1');
 });
 
+test('pusher-js: a present visitor id asked for without its token is signed as someone else', async (t) => {
+  const visitorId = newVisitorId();
+  // A new id, sent bare (an older page): kept, and answered with its token.
+  const socketId = fakeSocketId();
+  const first = await postAuth(server, { socket_id: socketId, channel_name: PRESENCE, visitor_id: visitorId });
+  assert.equal(first.status, 200);
+  const answer = JSON.parse(first.text);
+  assert.equal(answer.visitor_id, visitorId);
+  assert.match(answer.visitor_token, /^[0-9a-f]{64}$/);
+  const { channel } = await joinPresence(t, server, { visitorId, bare: true });
+  assert.equal(channel.members.me.id, visitorId, 'a new bare id is kept');
+
+  // Someone who read the id in the roster, without the token: another id.
+  const { channel: thief } = await joinPresence(t, server, { visitorId, bare: true });
+  assert.notEqual(thief.members.me.id, visitorId);
+  assert.equal(thief.members.count, 2);
+  // The visitor's second tab, with the token it was given: the same person.
+  const { channel: tab } = await joinPresence(t, server, { visitorId });
+  assert.equal(tab.members.me.id, visitorId);
+  assert.equal(tab.members.count, 2);
+});
+
 test('JSONP: the answer evaluates to an auth pusher-js subscribes with', async (t) => {
   const socketId = fakeSocketId();
   const visitorId = newVisitorId();

@@ -197,7 +197,7 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
     };
     let visitor = Visitor {
         endpoint: endpoint.clone(),
-        visitor_id,
+        identity: whosin_client::VisitorIdentity::new(visitor_id, None),
         name: args.name.clone(),
         signing,
     };

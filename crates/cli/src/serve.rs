@@ -47,6 +47,30 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<String>,
+    /// Also believe X-Forwarded-For from loopback peers, i.e. a reverse
+    /// proxy on this host (default true; `false` to turn off).
+    #[arg(long, env = "WHOSIN_TRUST_LOOPBACK_PROXY", action = clap::ArgAction::Set, value_name = "BOOL")]
+    trust_loopback_proxy: Option<bool>,
+    /// Open WebSocket connections one client address may have (default 100; 0: no limit).
+    #[arg(long, env = "WHOSIN_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// New WebSocket connections one client address may open per minute (default 300; 0: no limit).
+    #[arg(long, env = "WHOSIN_NEW_CONNECTIONS_PER_IP_PER_MINUTE")]
+    new_connections_per_ip_per_minute: Option<u32>,
+    /// Signatures the auth endpoint gives one client address per minute (default 120; 0: no limit).
+    #[arg(long, env = "WHOSIN_SIGNATURES_PER_IP_PER_MINUTE")]
+    signatures_per_ip_per_minute: Option<u32>,
+    /// Distinct presence users one client address may have in one channel (default 10; 0: no limit).
+    #[arg(long, env = "WHOSIN_MAX_PRESENCE_USERS_PER_IP")]
+    max_presence_users_per_ip: Option<usize>,
+    /// Leave loopback clients (no trusted proxy in front) out of the
+    /// per-address limits (default true; `false` to limit them too).
+    #[arg(long, env = "WHOSIN_EXEMPT_LOOPBACK", action = clap::ArgAction::Set, value_name = "BOOL")]
+    exempt_loopback: Option<bool>,
+    /// Open WebSocket connections over the whole process (default 100000;
+    /// keep it below `ulimit -n`).
+    #[arg(long, env = "WHOSIN_MAX_TOTAL_CONNECTIONS")]
+    max_total_connections: Option<usize>,
     /// Seconds of silence before the server pings a client.
     #[arg(long, env = "WHOSIN_ACTIVITY_TIMEOUT")]
     activity_timeout: Option<u64>,
@@ -142,6 +166,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         if let Some(n) = args.max_channels_per_connection {
             app.max_channels_per_connection = n;
         }
+        if let Some(n) = args.max_presence_users_per_ip {
+            app.max_presence_users_per_ip = n;
+        }
         if !args.allowed_origins.is_empty() {
             app.allowed_origins = args.allowed_origins.clone();
         }
@@ -172,6 +199,31 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
     config.metrics_token = args.metrics_token.or(file.metrics_token);
     if let Some(n) = file.max_message_bytes {
         config.max_message_bytes = n;
+    }
+    if let Some(b) = args.trust_loopback_proxy.or(file.trust_loopback_proxy) {
+        config.trust_loopback_proxy = b;
+    }
+    let limits = &mut config.ip_limits;
+    if let Some(n) = args.max_connections_per_ip.or(file.max_connections_per_ip) {
+        limits.max_connections = n;
+    }
+    if let Some(n) = args
+        .new_connections_per_ip_per_minute
+        .or(file.new_connections_per_ip_per_minute)
+    {
+        limits.new_connections_per_minute = n;
+    }
+    if let Some(n) = args
+        .signatures_per_ip_per_minute
+        .or(file.signatures_per_ip_per_minute)
+    {
+        limits.signatures_per_minute = n;
+    }
+    if let Some(b) = args.exempt_loopback.or(file.exempt_loopback) {
+        limits.exempt_loopback = b;
+    }
+    if let Some(n) = args.max_total_connections.or(file.max_total_connections) {
+        config.max_total_connections = n;
     }
     config.trusted_proxies = file.trusted_proxies;
     for p in &args.trusted_proxies {
@@ -256,6 +308,44 @@ mod tests {
         assert_eq!(c.apps[0].key, "whosin");
         assert_eq!(c.apps[0].auth_channels, vec!["presence-whosin"]);
         assert!(notes.iter().any(|n| n.contains("no app configured")));
+    }
+
+    #[test]
+    fn limits_per_address_have_defaults_and_flags() {
+        let (c, _) = parse(&[]).unwrap();
+        assert!(c.trust_loopback_proxy && c.ip_limits.exempt_loopback);
+        assert_eq!(c.ip_limits.max_connections, 100);
+        assert_eq!(c.apps[0].max_presence_users_per_ip, 10);
+        let (c, _) = parse(&[
+            "--trust-loopback-proxy",
+            "false",
+            "--exempt-loopback",
+            "false",
+            "--max-connections-per-ip",
+            "3",
+            "--new-connections-per-ip-per-minute",
+            "4",
+            "--signatures-per-ip-per-minute",
+            "5",
+            "--max-presence-users-per-ip",
+            "6",
+            "--max-total-connections",
+            "7",
+        ])
+        .unwrap();
+        assert!(!c.trust_loopback_proxy && !c.ip_limits.exempt_loopback);
+        let l = &c.ip_limits;
+        assert_eq!(
+            (
+                l.max_connections,
+                l.new_connections_per_minute,
+                l.signatures_per_minute
+            ),
+            (3, 4, 5)
+        );
+        assert_eq!(c.apps[0].max_presence_users_per_ip, 6);
+        assert_eq!(c.max_total_connections, 7);
+        assert!(parse(&["--exempt-loopback", "maybe"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use whosin_protocol::sign::channel_auth;
 use whosin_protocol::ChannelKind;
@@ -151,12 +152,65 @@ impl Authorizer for LocalSigner {
     }
 }
 
+/// A visitor id and the token a whosin auth endpoint gave with it.
+///
+/// A whosin server signs a visitor id asked for without its token only
+/// while nobody with that id is present, so that an id read from the
+/// roster cannot be used to appear as someone else. A client keeps the
+/// token with the id and sends both, and so stays itself across reconnects
+/// (its old connection may still be present) and restarts (when the
+/// caller stores [`VisitorIdentity::get`]). If the server answers with
+/// another id, that one is kept from then on.
+///
+/// Cloning shares it: the caller keeps a clone to read what was learned.
+#[derive(Debug, Clone)]
+pub struct VisitorIdentity(Arc<Mutex<Identity>>);
+
+/// What a [`VisitorIdentity`] holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The visitor id (the presence `user_id`).
+    pub id: String,
+    /// The token for it, once an endpoint gave one.
+    pub token: Option<String>,
+}
+
+impl VisitorIdentity {
+    /// An identity with this id and, if known, its token.
+    pub fn new(id: impl Into<String>, token: Option<String>) -> VisitorIdentity {
+        VisitorIdentity(Arc::new(Mutex::new(Identity {
+            id: id.into(),
+            token,
+        })))
+    }
+
+    /// The id and token now.
+    pub fn get(&self) -> Identity {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps the `visitor_id` and `visitor_token` of an endpoint's answer
+    /// (a whosin server's; other endpoints send neither).
+    fn learn(&self, answer: &Value) {
+        if let (Some(id), Some(token)) = (
+            answer["visitor_id"].as_str(),
+            answer["visitor_token"].as_str(),
+        ) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Identity {
+                id: id.to_owned(),
+                token: Some(token.to_owned()),
+            };
+        }
+    }
+}
+
 /// Asks an HTTP auth endpoint, as pusher-js's ajax transport does.
 #[derive(Debug, Clone)]
 pub struct HttpAuthorizer {
     url: String,
     params: Vec<(String, String)>,
     headers: Vec<(String, String)>,
+    visitor: Option<VisitorIdentity>,
     http: reqwest::Client,
 }
 
@@ -167,6 +221,7 @@ impl HttpAuthorizer {
             url: url.into(),
             params: Vec::new(),
             headers: Vec::new(),
+            visitor: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -180,6 +235,13 @@ impl HttpAuthorizer {
         self
     }
 
+    /// Sends the visitor's id and token (`visitor_id`, `visitor_token`)
+    /// with every request and keeps what the endpoint answers.
+    pub fn visitor(mut self, identity: VisitorIdentity) -> Self {
+        self.visitor = Some(identity);
+        self
+    }
+
     /// An extra header (pusher-js `headers`), e.g. a bearer token.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((key.into(), value.into()));
@@ -188,6 +250,13 @@ impl HttpAuthorizer {
 
     async fn request(&self, socket_id: &str, channel: &str) -> Result<ChannelAuth, AuthError> {
         let mut form: Vec<(&str, &str)> = vec![("socket_id", socket_id), ("channel_name", channel)];
+        let identity = self.visitor.as_ref().map(VisitorIdentity::get);
+        if let Some(i) = &identity {
+            form.push(("visitor_id", &i.id));
+            if let Some(t) = &i.token {
+                form.push(("visitor_token", t));
+            }
+        }
         form.extend(self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut req = self.http.post(&self.url).form(&form);
         for (k, v) in &self.headers {
@@ -211,7 +280,13 @@ impl HttpAuthorizer {
                 message,
             });
         }
-        parse_auth_answer(&body)
+        let answer = parse_auth_answer(&body)?;
+        if let Some(v) = &self.visitor {
+            if let Ok(json) = serde_json::from_str::<Value>(body.trim()) {
+                v.learn(&json);
+            }
+        }
+        Ok(answer)
     }
 }
 
@@ -265,6 +340,28 @@ mod tests {
         assert_eq!(
             verify_channel_auth("k", "s", "1.2", "presence-x", Some(&data), &a.auth),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_visitor_identity_keeps_what_the_endpoint_answers() {
+        let v = VisitorIdentity::new("v1", None);
+        let shared = v.clone();
+        v.learn(&serde_json::json!({"auth": "k:1"}));
+        assert_eq!(
+            shared.get(),
+            Identity {
+                id: "v1".into(),
+                token: None
+            }
+        );
+        v.learn(&serde_json::json!({"visitor_id": "v2", "visitor_token": "t2"}));
+        assert_eq!(
+            shared.get(),
+            Identity {
+                id: "v2".into(),
+                token: Some("t2".into())
+            }
         );
     }
 

@@ -41,7 +41,10 @@ pub mod roster;
 pub mod session;
 pub mod visitor;
 
-pub use auth::{AuthError, Authorizer, ChannelAuth, HttpAuthorizer, LocalSigner, UserData};
+pub use auth::{
+    AuthError, Authorizer, ChannelAuth, HttpAuthorizer, Identity, LocalSigner, UserData,
+    VisitorIdentity,
+};
 pub use backoff::Backoff;
 pub use connection::{Client, ClientBuilder, Events};
 pub use endpoint::{Endpoint, EndpointError};

@@ -6,7 +6,7 @@
 //! ([`endpoint_from`]), the display-name rule ([`check_name`]) and the IP
 //! lookup list where `none` turns the lookup off ([`ip_lookup_endpoints`]).
 
-use crate::auth::{HttpAuthorizer, LocalSigner, UserData};
+use crate::auth::{HttpAuthorizer, LocalSigner, UserData, VisitorIdentity};
 use crate::connection::{Client, ClientBuilder};
 use crate::endpoint::Endpoint;
 use serde_json::Value;
@@ -117,8 +117,10 @@ pub enum Signing {
 pub struct Visitor {
     /// Where to connect (the app key is part of it).
     pub endpoint: Endpoint,
-    /// The stable visitor id (the presence `user_id`).
-    pub visitor_id: String,
+    /// The stable visitor id (the presence `user_id`) and, once a whosin
+    /// auth endpoint gave it, its token; shared with the authorizer, so a
+    /// clone shows what the endpoint answered (see [`VisitorIdentity`]).
+    pub identity: VisitorIdentity,
     /// The display name, when chosen (an auth endpoint picks one otherwise).
     pub name: Option<String>,
     /// Who signs.
@@ -131,11 +133,12 @@ impl Visitor {
     ///
     /// ```no_run
     /// use whosin_client::visitor::{Signing, Visitor};
+    /// use whosin_client::VisitorIdentity;
     /// use whosin_client::Endpoint;
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// let visitor = Visitor {
     ///     endpoint: Endpoint::parse("ws://127.0.0.1:6001", "whosin")?,
-    ///     visitor_id: "v-1".into(),
+    ///     identity: VisitorIdentity::new("v-1", None),
     ///     name: Some("Ada".into()),
     ///     signing: Signing::AuthEndpoint {
     ///         url: "http://127.0.0.1:6001/pusher/auth".into(),
@@ -152,14 +155,14 @@ impl Visitor {
         match &self.signing {
             Signing::Secret { secret, info } => builder.authorizer(
                 LocalSigner::new(&self.endpoint.key, secret)
-                    .with_user(UserData::new(&self.visitor_id, info.clone())),
+                    .with_user(UserData::new(self.identity.get().id, info.clone())),
             ),
             Signing::AuthEndpoint {
                 url,
                 params,
                 headers,
             } => {
-                let mut a = HttpAuthorizer::new(url).param("visitor_id", &self.visitor_id);
+                let mut a = HttpAuthorizer::new(url).visitor(self.identity.clone());
                 if let Some(n) = &self.name {
                     a = a.param("name", n);
                 }

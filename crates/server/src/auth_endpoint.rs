@@ -33,6 +33,9 @@ pub struct AuthParams {
     socket_id: Option<String>,
     channel_name: Option<String>,
     visitor_id: Option<String>,
+    /// The token this endpoint gave with `visitor_id` (see
+    /// [`identity::visitor_token`]).
+    visitor_token: Option<String>,
     name: Option<String>,
     callback: Option<String>,
     app_key: Option<String>,
@@ -56,10 +59,39 @@ pub async fn form(
             )
         }
     };
-    let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
+    let ip = shared.config.client_ip(peer.ip(), &headers);
     match authorize(&shared, &params, ip, &headers) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err((status, msg)) => error(status, &msg),
+        Err(refused) => refused.respond(error),
+    }
+}
+
+/// Why a request was not signed.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    message: String,
+    /// For 429: seconds until a retry can succeed.
+    retry_after: Option<u64>,
+}
+
+impl Refused {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The response `build` makes for it, with `Retry-After` when known.
+    fn respond(self, build: impl FnOnce(StatusCode, &str) -> Response) -> Response {
+        let mut r = build(self.status, &self.message);
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        r
     }
 }
 
@@ -82,36 +114,47 @@ pub async fn jsonp(
             "callback must be a plain JavaScript name such as Pusher.auth_callbacks['3']",
         );
     }
-    let ip = identity::client_ip(peer.ip(), &headers, &shared.config.trusted_proxies);
-    let (status, body) = match authorize(&shared, &params, ip, &headers) {
-        Ok(body) => (StatusCode::OK, body),
-        Err((status, msg)) => (status, json!({ "error": msg }).to_string()),
+    let ip = shared.config.client_ip(peer.ip(), &headers);
+    let script = |status: StatusCode, body: String| {
+        (
+            status,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/javascript; charset=utf-8",
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            format!("{callback}({body});"),
+        )
+            .into_response()
     };
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/javascript; charset=utf-8",
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        format!("{callback}({body});"),
-    )
-        .into_response()
+    match authorize(&shared, &params, ip, &headers) {
+        Ok(body) => script(StatusCode::OK, body),
+        Err(refused) => {
+            refused.respond(|status, msg| script(status, json!({ "error": msg }).to_string()))
+        }
+    }
 }
 
+/// Signs a subscription for the client at `ip`, or says why not.
+///
+/// A presence visitor keeps the id it asks for when it shows the token this
+/// endpoint gave with it, or when nobody with that id is present in the
+/// channel (a new id chosen by the client, an older page); otherwise it is
+/// given a fresh id, so an id read from the roster is not enough to appear
+/// as someone who is here. Every answer carries the id's token.
 fn authorize(
     shared: &Shared,
     p: &AuthParams,
     ip: IpAddr,
     headers: &HeaderMap,
-) -> Result<String, (StatusCode, String)> {
-    let bad = |m: &str| (StatusCode::BAD_REQUEST, m.to_owned());
+) -> Result<String, Refused> {
+    let bad = |m: &str| Refused::new(StatusCode::BAD_REQUEST, m);
     let app: &Arc<App> = match p.app_key.as_deref() {
         Some(k) => shared
             .app_by_key(k)
-            .ok_or_else(|| (StatusCode::NOT_FOUND, format!("unknown app_key {k:?}")))?,
+            .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, format!("unknown app_key {k:?}")))?,
         None => shared
             .apps
             .first()
@@ -120,7 +163,7 @@ fn authorize(
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     app.config
         .check_origin(origin)
-        .map_err(|m| (StatusCode::FORBIDDEN, m))?;
+        .map_err(|m| Refused::new(StatusCode::FORBIDDEN, m))?;
     let socket_id = p
         .socket_id
         .as_deref()
@@ -134,7 +177,7 @@ fn authorize(
         .ok_or_else(|| bad("channel_name is missing"))?;
     let name = ChannelName::parse(channel).map_err(|e| bad(&format!("channel_name: {e}")))?;
     if !app.config.auth_channels.iter().any(|c| c == channel) {
-        return Err((
+        return Err(Refused::new(
             StatusCode::FORBIDDEN,
             format!(
                 "this auth endpoint does not sign {channel:?}; it signs only {}",
@@ -142,14 +185,40 @@ fn authorize(
             ),
         ));
     }
+    if name.kind() == ChannelKind::Public {
+        return Err(bad("public channels need no authorization"));
+    }
+    shared.gate.sign(ip).map_err(|r| Refused {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: r.message,
+        retry_after: Some(r.retry_after),
+    })?;
     let body = match name.kind() {
         ChannelKind::Presence => {
-            let user_id = p
+            let secret = &app.config.secret;
+            let asked = p
                 .visitor_id
                 .as_deref()
-                .filter(|v| identity::is_valid_visitor_id(v))
-                .map(str::to_owned)
-                .unwrap_or_else(identity::new_visitor_id);
+                .filter(|v| identity::is_valid_visitor_id(v));
+            let user_id = match asked {
+                Some(id)
+                    if p.visitor_token
+                        .as_deref()
+                        .is_some_and(|t| identity::verify_visitor_token(secret, id, t)) =>
+                {
+                    id.to_owned()
+                }
+                Some(id) if !app.is_present(channel, id) => id.to_owned(),
+                Some(id) => {
+                    tracing::debug!(
+                        visitor_id = id,
+                        %ip,
+                        "visitor id asked for without its token while present: a fresh id given"
+                    );
+                    identity::new_visitor_id()
+                }
+                None => identity::new_visitor_id(),
+            };
             let display = match p.name.as_deref() {
                 Some(n) => identity::clean_name(n).map_err(|e| bad(&e.to_string()))?,
                 None => None,
@@ -170,9 +239,15 @@ fn authorize(
                 channel,
                 Some(&channel_data),
             );
-            json!({ "auth": auth, "channel_data": channel_data })
+            json!({
+                "auth": auth,
+                "channel_data": channel_data,
+                "visitor_id": user_id,
+                "visitor_token": identity::visitor_token(secret, &user_id),
+            })
         }
-        ChannelKind::Private | ChannelKind::PrivateEncrypted => {
+        // Private and private-encrypted (public ones were refused above).
+        _ => {
             let auth = channel_auth(
                 &app.config.key,
                 &app.config.secret,
@@ -182,7 +257,6 @@ fn authorize(
             );
             json!({ "auth": auth })
         }
-        ChannelKind::Public => return Err(bad("public channels need no authorization")),
     };
     Metrics::inc(&shared.metrics.auth_endpoint_signatures);
     Ok(body.to_string())

@@ -45,6 +45,12 @@ pub struct AppConfig {
     /// beyond it is refused (`pusher:error` 4302), the connection stays.
     #[serde(default = "defaults::max_channels_per_connection")]
     pub max_channels_per_connection: usize,
+    /// Distinct presence users one client address may have in one channel;
+    /// a subscribe beyond it is refused (`pusher:subscription_error` 429)
+    /// and the channel still admits everyone else. Exempt addresses (see
+    /// [`IpLimits::exempt_loopback`]) are not counted.
+    #[serde(default = "defaults::max_presence_users_per_ip")]
+    pub max_presence_users_per_ip: usize,
     /// Client events one connection may send per second; more closes it (4301).
     #[serde(default = "defaults::client_events_per_second")]
     pub client_events_per_second: u32,
@@ -94,6 +100,7 @@ impl AppConfig {
             allowed_origins: Vec::new(),
             client_events: false,
             max_channels_per_connection: defaults::max_channels_per_connection(),
+            max_presence_users_per_ip: defaults::max_presence_users_per_ip(),
             client_events_per_second: defaults::client_events_per_second(),
             auth_channels: defaults::auth_channels(),
             mask_ips: false,
@@ -125,6 +132,9 @@ pub mod defaults {
     }
     pub(crate) fn max_channels_per_connection() -> usize {
         100
+    }
+    pub(crate) fn max_presence_users_per_ip() -> usize {
+        10
     }
     pub(crate) fn client_events_per_second() -> u32 {
         limits::DEFAULT_CLIENT_EVENTS_PER_SECOND
@@ -199,6 +209,40 @@ impl<'de> Deserialize<'de> for IpNet {
     }
 }
 
+/// What one client address may do, whatever app it uses (see
+/// [`crate::admission`]). A limit of 0 means none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpLimits {
+    /// Open WebSocket connections from one address; more are refused
+    /// with HTTP 429 before the upgrade.
+    pub max_connections: usize,
+    /// New WebSocket connections from one address per minute (a burst of
+    /// that many, then refilled evenly); more get 429 with `Retry-After`.
+    pub new_connections_per_minute: u32,
+    /// Signatures the auth endpoint gives one address per minute; more get
+    /// 429 with `Retry-After`.
+    pub signatures_per_minute: u32,
+    /// Loopback clients (no trusted proxy in front: local tools,
+    /// benchmarks, the desktop's own page) are not limited.
+    pub exempt_loopback: bool,
+    /// Addresses the limiter remembers at most; past it, addresses with no
+    /// open connection are forgotten first, so its memory stays bounded
+    /// whatever a flood of addresses does.
+    pub max_tracked: usize,
+}
+
+impl Default for IpLimits {
+    fn default() -> Self {
+        IpLimits {
+            max_connections: 100,
+            new_connections_per_minute: 300,
+            signatures_per_minute: 120,
+            exempt_loopback: true,
+            max_tracked: 100_000,
+        }
+    }
+}
+
 /// Everything one server process runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -222,6 +266,15 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Whether loopback peers are trusted proxies too (the default): a
+    /// reverse proxy on the same host then passes the real client address.
+    pub trust_loopback_proxy: bool,
+    /// Limits per client address.
+    pub ip_limits: IpLimits,
+    /// Open WebSocket connections the whole process accepts, over every app
+    /// (more are refused with HTTP 503 before the upgrade): keeps the
+    /// process under its file descriptor limit, with room for REST and Redis.
+    pub max_total_connections: usize,
     /// How long graceful shutdown waits for connections to close.
     pub shutdown_grace: Duration,
     /// How long a client may take to send its request headers.
@@ -243,6 +296,18 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The client's address for a request from `peer`: `X-Forwarded-For`
+    /// is believed only from a trusted proxy (see
+    /// [`crate::identity::client_ip`]).
+    pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        crate::identity::client_ip(
+            peer,
+            headers,
+            &self.trusted_proxies,
+            self.trust_loopback_proxy,
+        )
+    }
+
     /// One app, every default, bound to 127.0.0.1 on `port`.
     pub fn single(app: AppConfig, port: u16) -> Self {
         ServerConfig {
@@ -255,6 +320,9 @@ impl ServerConfig {
             outbound_queue_bytes: 16 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
+            trust_loopback_proxy: true,
+            ip_limits: IpLimits::default(),
+            max_total_connections: 100_000,
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -366,6 +434,19 @@ pub struct FileConfig {
     /// Trusted proxy networks.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Whether loopback peers are trusted proxies (default true).
+    pub trust_loopback_proxy: Option<bool>,
+    /// Open connections per client address (default 100).
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections per client address per minute (default 300).
+    pub new_connections_per_ip_per_minute: Option<u32>,
+    /// Auth-endpoint signatures per client address per minute (default 120).
+    pub signatures_per_ip_per_minute: Option<u32>,
+    /// Whether loopback clients are exempt from the per-address limits
+    /// (default true).
+    pub exempt_loopback: Option<bool>,
+    /// Open WebSocket connections over the whole process (default 100000).
+    pub max_total_connections: Option<usize>,
     /// The apps.
     #[serde(default)]
     pub apps: Vec<AppConfig>,

@@ -11,6 +11,7 @@
 //! `Drop` is the cleanup, so a connection leaves its channels however the
 //! task ends.
 
+use crate::admission::Ticket;
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::outbox::{Frame, Mailbox, Outbox};
@@ -53,6 +54,50 @@ struct Handler {
     /// Subscribes to channels this connection is already in, this second:
     /// each is answered with the roster again, so they are limited.
     repeats: RateWindow,
+    /// Subscribes and unsubscribes still allowed: each costs the server a
+    /// roster and member announcements, so a connection cycling through
+    /// channels is held to a steady rate.
+    churn: ChurnBudget,
+    /// Its place under the limits per address and the process's cap,
+    /// given back when the connection ends.
+    ticket: Ticket,
+}
+
+/// Subscribes and unsubscribes a connection may send at once.
+const CHURN_BURST: f64 = 200.0;
+/// Subscribes and unsubscribes a connection may send per second, past the burst.
+const CHURN_PER_SECOND: f64 = 20.0;
+
+/// A token bucket for subscribes and unsubscribes ([`CHURN_BURST`] at
+/// once, then [`CHURN_PER_SECOND`]). Both spend it; only subscribes are
+/// refused when it is empty, since an unsubscribe only gives state back and
+/// there can be no more of them than subscribes admitted.
+struct ChurnBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl ChurnBudget {
+    fn new() -> ChurnBudget {
+        ChurnBudget {
+            tokens: CHURN_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// Spends one token; `false` when there was none.
+    fn spend(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * CHURN_PER_SECOND).min(CHURN_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Repeated subscribes to one channel a connection may send per second; a
@@ -112,7 +157,7 @@ enum End {
 }
 
 /// Runs one accepted connection to its end.
-pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
+pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>, ticket: Ticket) {
     // Held to the very end, past the close handshake: shutdown waits for it.
     let Some(_live): Option<LiveConnection> = shared.track() else {
         Box::pin(refuse(sock, CloseCode::Reconnect)).await;
@@ -146,6 +191,8 @@ pub(crate) async fn run(mut sock: Socket, shared: Arc<Shared>, app: Arc<App>) {
             start: Instant::now(),
             count: 0,
         },
+        churn: ChurnBudget::new(),
+        ticket,
     };
     Metrics::inc(&shared.metrics.connections_total);
     let activity = shared.config.activity_timeout;
@@ -431,20 +478,35 @@ impl Handler {
                     &message,
                 )));
             }
-            ClientFrame::Subscribe(sub) => match app.subscribe(&self.outbox, &sub) {
-                Ok(_) => {
-                    self.channels.insert(sub.channel);
+            ClientFrame::Subscribe(sub) if !self.churn.spend() => {
+                self.outbox.send(Frame::from(server::subscription_error(
+                    &sub.channel,
+                    429,
+                    &format!(
+                        "too many subscribes and unsubscribes: {CHURN_BURST} at once, then {CHURN_PER_SECOND} a second; retry in a second"
+                    ),
+                )));
+            }
+            ClientFrame::Subscribe(sub) => {
+                match app.subscribe(&self.outbox, &sub, self.ticket.key()) {
+                    Ok(_) => {
+                        self.channels.insert(sub.channel);
+                    }
+                    Err(e) => {
+                        if let (Some(limit), Some(address)) = (e.limit, self.ticket.key()) {
+                            shared.gate.note(address, limit, &e.message);
+                        }
+                        tracing::debug!(channel = %sub.channel, status = e.status, error = %e.message, "subscription refused");
+                        self.outbox.send(Frame::from(server::subscription_error(
+                            &sub.channel,
+                            e.status,
+                            &e.message,
+                        )));
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(channel = %sub.channel, status = e.status, error = %e.message, "subscription refused");
-                    self.outbox.send(Frame::from(server::subscription_error(
-                        &sub.channel,
-                        e.status,
-                        &e.message,
-                    )));
-                }
-            },
+            }
             ClientFrame::Unsubscribe { channel } => {
+                self.churn.spend();
                 app.unsubscribe(self.outbox.id, &channel);
                 self.channels.remove(&channel);
             }

@@ -36,6 +36,26 @@ pub fn new_visitor_id() -> String {
         .collect()
 }
 
+/// What the message of a visitor token starts with, so that a token can
+/// never be mistaken for any other signature made with the app secret.
+const TOKEN_CONTEXT: &str = "whosin-visitor-id:";
+
+/// The token that proves a client was given `visitor_id` by this app's
+/// auth endpoint: an HMAC of the id under the app secret, so the server
+/// can check it without storing anything.
+pub fn visitor_token(secret: &str, visitor_id: &str) -> String {
+    whosin_protocol::sign::hmac_hex(secret, format!("{TOKEN_CONTEXT}{visitor_id}").as_bytes())
+}
+
+/// Whether `token` is the visitor token of `visitor_id` (constant time).
+pub fn verify_visitor_token(secret: &str, visitor_id: &str, token: &str) -> bool {
+    whosin_protocol::sign::verify_hmac_hex(
+        secret,
+        format!("{TOKEN_CONTEXT}{visitor_id}").as_bytes(),
+        token,
+    )
+}
+
 /// A random-looking but stable fake name for a visitor id.
 pub fn fake_name(visitor_id: &str) -> String {
     let digest = Sha256::digest(visitor_id.as_bytes());
@@ -64,10 +84,17 @@ pub fn clean_name(name: &str) -> Result<Option<String>, BadName> {
 }
 
 /// The client's address: the peer, or — only when the peer is a trusted
-/// proxy — the right-most untrusted address of `X-Forwarded-For`.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// proxy (one of `trusted`, or any loopback address when `trust_loopback`)
+/// — the right-most untrusted address of `X-Forwarded-For`.
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    trust_loopback: bool,
+) -> IpAddr {
     let peer = canonical(peer);
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let is_trusted =
+        |ip: IpAddr| (trust_loopback && ip.is_loopback()) || trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
@@ -129,6 +156,19 @@ mod tests {
     }
 
     #[test]
+    fn visitor_tokens_bind_the_id_to_the_secret() {
+        let t = visitor_token("s3cret", "v1");
+        assert_eq!(t.len(), 64);
+        assert!(verify_visitor_token("s3cret", "v1", &t));
+        assert!(!verify_visitor_token("s3cret", "v2", &t));
+        assert!(!verify_visitor_token("other", "v1", &t));
+        assert!(!verify_visitor_token("s3cret", "v1", &t[..63]));
+        assert!(!verify_visitor_token("s3cret", "v1", "zz"));
+        // Not the same as a plain HMAC of the id, which other signatures use.
+        assert_ne!(t, whosin_protocol::sign::hmac_hex("s3cret", b"v1"));
+    }
+
+    #[test]
     fn fake_names_are_stable_per_visitor() {
         assert_eq!(fake_name("v1"), fake_name("v1"));
         let names: std::collections::HashSet<_> =
@@ -159,13 +199,20 @@ mod tests {
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let trusted = [IpNet::parse("10.0.0.0/8").unwrap()];
         assert_eq!(
-            client_ip(peer, &h, &trusted),
+            client_ip(peer, &h, &trusted, false),
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(client_ip(peer, &h, &[]), peer);
+        assert_eq!(client_ip(peer, &h, &[], true), peer);
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(local, &h, &[], false), local);
+        // A proxy on this host: the right-most address it was not told to trust.
+        assert_eq!(
+            client_ip(local, &h, &[], true),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert_eq!(
-            client_ip(mapped, &HeaderMap::new(), &[]).to_string(),
+            client_ip(mapped, &HeaderMap::new(), &[], true).to_string(),
             "127.0.0.1"
         );
     }

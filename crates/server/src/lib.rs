@@ -1,6 +1,7 @@
 //! whosin's Pusher-compatible server.
 //!
 //! One concern per module, in the manner of mini-redis:
+//! * [`admission`] — limits per client address, the process's connection cap.
 //! * [`config`] — apps, limits, timings; TOML file loading.
 //! * [`server`] — binding, routing, lifetime and graceful shutdown.
 //! * [`shared`] — what every request and connection shares.
@@ -13,6 +14,7 @@
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`).
 
+pub mod admission;
 pub mod app;
 pub mod auth_endpoint;
 pub mod backplane;

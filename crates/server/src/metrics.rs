@@ -4,6 +4,7 @@
 //! can be derived from state (channels, members) are computed at scrape time
 //! instead of being kept in step on every change.
 
+use crate::admission::Limit;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,7 +33,20 @@ pub struct Metrics {
     /// Operations for Redis dropped because its queue was full (events are
     /// lost to other nodes; presence is rewritten as a whole instead).
     pub cluster_shed: AtomicU64,
+    /// Requests refused by a limit of [`crate::admission`], by limit (in
+    /// the order of [`LIMITS`]).
+    pub limited: [AtomicU64; 5],
 }
+
+/// The limits counted in `whosin_limited_total`, in the order of
+/// [`Metrics::limited`].
+const LIMITS: [Limit; 5] = [
+    Limit::Connections,
+    Limit::NewConnections,
+    Limit::Signatures,
+    Limit::PresenceUsers,
+    Limit::Total,
+];
 
 /// Gauges computed from live state when scraped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -49,6 +63,13 @@ impl Metrics {
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by `limit`.
+    pub fn limited(&self, limit: Limit) {
+        if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
+            Metrics::inc(&self.limited[i]);
+        }
     }
 
     /// Prometheus text exposition of counters and gauges.
@@ -126,6 +147,18 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP whosin_limited_total Requests refused by a per-address limit or the connection cap.\n# TYPE whosin_limited_total counter"
+        );
+        for (limit, c) in LIMITS.iter().zip(&self.limited) {
+            let _ = writeln!(
+                out,
+                "whosin_limited_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                c.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
@@ -146,5 +179,9 @@ mod tests {
         assert!(text.contains("whosin_connections 3\n"));
         assert!(text.contains("whosin_messages_in_total 1\n"));
         assert!(text.contains("# TYPE whosin_slow_client_disconnects_total counter"));
+        m.limited(Limit::Signatures);
+        let text = m.render(Gauges::default());
+        assert!(text.contains("whosin_limited_total{limit=\"signatures_per_ip\"} 1\n"));
+        assert!(text.contains("whosin_limited_total{limit=\"total_connections\"} 0\n"));
     }
 }

@@ -132,7 +132,13 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .map(|a| Arc::new(App::new(a.clone(), metrics.clone(), backplane.clone())))
         .collect();
     tokio::spawn(crate::app::dispatch(apps.clone(), inbound_rx));
+    let gate = Arc::new(crate::admission::Gate::new(
+        config.ip_limits.clone(),
+        config.max_total_connections,
+        metrics.clone(),
+    ));
     let shared = Arc::new(Shared {
+        gate,
         config,
         apps,
         metrics,
@@ -186,7 +192,7 @@ async fn accept_loop(
             match first_bytes(&stream, header_read_timeout).await {
                 // Nothing within the header read timeout: not held.
                 None => {}
-                Some(true) => direct_websocket(stream, shared).await,
+                Some(true) => direct_websocket(stream, remote, shared).await,
                 Some(false) => {
                     // Boxed: the HTTP connection's state is large, and a
                     // WebSocket task should not carry its size for life.
@@ -223,21 +229,50 @@ async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Optio
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Opens a WebSocket without the HTTP stack and starts its connection task.
-async fn direct_websocket(stream: TcpStream, shared: Arc<Shared>) {
+async fn direct_websocket(stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
     // Boxed and in its own function: the handshake's buffers and headers
     // are freed before the connection's long life begins.
-    let opened = Box::pin(direct_handshake(stream, &shared)).await;
-    if let Some((socket, key, protocol_ok)) = opened {
-        open_socket(socket, shared, key, protocol_ok).await;
+    let opened = Box::pin(direct_handshake(stream, remote, &shared)).await;
+    if let Some((socket, key, protocol_ok, ticket)) = opened {
+        open_socket(socket, shared, key, protocol_ok, ticket).await;
     }
+}
+
+/// A refused request head: the status, the message, and extra headers
+/// (`Sec-WebSocket-Version`, `Retry-After`).
+type HeadRefusal = (StatusCode, String, Vec<(header::HeaderName, String)>);
+
+/// Admits a WebSocket open from `remote` under the limits per address and
+/// the process's cap (see [`crate::admission`]), or says how to refuse it:
+/// 429 for an address over its limits, 503 for a full server, both with
+/// `Retry-After`.
+fn admit(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    headers: &header::HeaderMap,
+) -> Result<crate::admission::Ticket, HeadRefusal> {
+    let ip = shared.config.client_ip(remote.ip(), headers);
+    shared.gate.open(ip).map_err(|r| {
+        let status = if r.limit == crate::admission::Limit::Total {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        (
+            status,
+            r.message,
+            vec![(header::RETRY_AFTER, r.retry_after.to_string())],
+        )
+    })
 }
 
 /// Reads and checks the request head and answers 101, or answers with the
 /// error and returns `None`.
 async fn direct_handshake(
     mut stream: TcpStream,
-    shared: &Shared,
-) -> Option<(Socket, String, bool)> {
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<(Socket, String, bool, crate::admission::Ticket)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
     let mut buf = Vec::with_capacity(1024);
@@ -249,10 +284,10 @@ async fn direct_handshake(
                 break Err((
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request head too large".to_owned(),
-                    None,
+                    Vec::new(),
                 ))
             }
-            Err(e) => break Err((StatusCode::BAD_REQUEST, e.to_string(), None)),
+            Err(e) => break Err((StatusCode::BAD_REQUEST, e.to_string(), Vec::new())),
         }
         buf.reserve(1024);
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
@@ -264,26 +299,33 @@ async fn direct_handshake(
     .and_then(|req| {
         let Some((key, protocol)) = ws::handshake::app_target(&req.target) else {
             let msg = "not found: see the README for the endpoints whosin serves";
-            return Err((StatusCode::NOT_FOUND, msg.to_owned(), None));
+            return Err((StatusCode::NOT_FOUND, msg.to_owned(), Vec::new()));
         };
         if let Err(msg) = shared
             .check_local(&req.headers)
             .and_then(|()| check_origin(shared, key, &req.headers))
         {
-            return Err((StatusCode::FORBIDDEN, msg, None));
+            return Err((StatusCode::FORBIDDEN, msg, Vec::new()));
         }
-        match ws::handshake::accept(&axum::http::Method::GET, &req.headers) {
-            Ok(accept) => Ok((req.head_len, key.to_owned(), protocol_ok(protocol), accept)),
-            Err(e) => {
-                let version = (e == ws::handshake::HandshakeError::Version).then_some("13");
-                Err((e.status(), e.to_string(), version))
-            }
-        }
+        let accept =
+            ws::handshake::accept(&axum::http::Method::GET, &req.headers).map_err(|e| {
+                let version = (e == ws::handshake::HandshakeError::Version)
+                    .then(|| (header::SEC_WEBSOCKET_VERSION, "13".to_owned()));
+                (e.status(), e.to_string(), version.into_iter().collect())
+            })?;
+        let ticket = admit(shared, remote, &req.headers)?;
+        Ok((
+            req.head_len,
+            key.to_owned(),
+            protocol_ok(protocol),
+            accept,
+            ticket,
+        ))
     });
-    let (head_len, key, protocol_ok, accept) = match refusal {
+    let (head_len, key, protocol_ok, accept, ticket) = match refusal {
         Ok(opened) => opened,
-        Err((status, message, version)) => {
-            reply(stream, status, &message, version).await;
+        Err((status, message, extra)) => {
+            reply(stream, status, &message, &extra).await;
             return None;
         }
     };
@@ -294,7 +336,7 @@ async fn direct_handshake(
     stream.write_all(head.as_bytes()).await.ok()?;
     let leftover = buf[head_len..].to_vec();
     let socket = Socket::new(stream, leftover, shared.config.max_message_bytes);
-    Some((socket, key, protocol_ok))
+    Some((socket, key, protocol_ok, ticket))
 }
 
 /// Refuses a WebSocket open from a browser origin the app does not list
@@ -314,10 +356,18 @@ fn check_origin(shared: &Shared, key: &str, headers: &header::HeaderMap) -> Resu
 }
 
 /// Answers a fast-path request with an error and closes.
-async fn reply(mut stream: TcpStream, status: StatusCode, message: &str, ws_version: Option<&str>) {
+async fn reply(
+    mut stream: TcpStream,
+    status: StatusCode,
+    message: &str,
+    headers: &[(header::HeaderName, String)],
+) {
     use tokio::io::AsyncWriteExt;
     let body = serde_json::json!({ "error": message }).to_string();
-    let extra = ws_version.map_or(String::new(), |v| format!("sec-websocket-version: {v}\r\n"));
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
         status.as_u16(),
@@ -453,6 +503,7 @@ async fn websocket(
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut req: Request<axum::body::Body>,
 ) -> Response {
     if let Err(msg) = check_origin(&shared, &key, req.headers()) {
@@ -467,6 +518,18 @@ async fn websocket(
                     header::SEC_WEBSOCKET_VERSION,
                     header::HeaderValue::from_static("13"),
                 );
+            }
+            return r;
+        }
+    };
+    let ticket = match admit(&shared, remote, req.headers()) {
+        Ok(t) => t,
+        Err((status, message, headers)) => {
+            let mut r = rest::error(status, &message);
+            for (name, value) in headers {
+                if let Ok(v) = header::HeaderValue::from_str(&value) {
+                    r.headers_mut().insert(name, v);
+                }
             }
             return r;
         }
@@ -486,7 +549,7 @@ async fn websocket(
             tracing::error!("upgraded connection is not a TCP stream; dropping it");
             return;
         };
-        open_socket(socket, shared, key, protocol_ok).await;
+        open_socket(socket, shared, key, protocol_ok, ticket).await;
     };
     tokio::spawn(task);
     let mut r = Response::new(axum::body::Body::empty());
@@ -510,7 +573,13 @@ fn protocol_ok(protocol: Option<&str>) -> bool {
 }
 
 /// Runs an opened WebSocket for the app with `key`, or refuses it.
-async fn open_socket(socket: Socket, shared: Arc<Shared>, key: String, protocol_ok: bool) {
+async fn open_socket(
+    socket: Socket,
+    shared: Arc<Shared>,
+    key: String,
+    protocol_ok: bool,
+    ticket: crate::admission::Ticket,
+) {
     match shared.app_by_key(&key).cloned() {
         None => {
             tracing::info!(%key, "connection refused: unknown app key");
@@ -525,7 +594,7 @@ async fn open_socket(socket: Socket, shared: Arc<Shared>, key: String, protocol_
         // A task of its own, sized to the connection alone: the task that
         // accepted it (and carried the handshake's state) ends here.
         Some(app) => {
-            tokio::spawn(connection::run(socket, shared, app));
+            tokio::spawn(connection::run(socket, shared, app, ticket));
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Shared {
     /// restarted server do not collide with the previous run's.
     pub node_number: u32,
     pub(crate) next_id: AtomicU64,
+    /// Limits per client address and the process's connection cap.
+    pub gate: Arc<crate::admission::Gate>,
     /// The port actually bound (with `--port 0`, the one the system chose):
     /// a loopback-only server's own page has it in its origin.
     pub port: u16,

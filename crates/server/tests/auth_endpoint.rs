@@ -222,7 +222,9 @@ async fn jsonp_answers_only_safe_callbacks() {
 #[tokio::test]
 async fn forwarded_for_only_from_trusted_proxies_and_masking() {
     // Untrusted peer: X-Forwarded-For is ignored.
-    let server = start(config()).await;
+    let mut cfg = config();
+    cfg.trust_loopback_proxy = false;
+    let server = start(cfg).await;
     let r = post_auth(
         server.local_addr(),
         "socket_id=1.2&channel_name=presence-whosin",
@@ -231,17 +233,22 @@ async fn forwarded_for_only_from_trusted_proxies_and_masking() {
     .await;
     assert_eq!(channel_data(&r)["user_info"]["ip"], "127.0.0.1");
 
-    // Loopback trusted as a proxy: the forwarded address is recorded, masked on request.
+    // Loopback trusted as a proxy (listed, or by default): the forwarded
+    // address is recorded, masked on request.
+    let mut listed = config();
+    listed.trust_loopback_proxy = false;
+    listed.trusted_proxies = vec![IpNet::parse("127.0.0.0/8").unwrap()];
+    for cfg in [listed, config()] {
+        let server = start(cfg).await;
+        let r = post_auth(
+            server.local_addr(),
+            "socket_id=1.2&channel_name=presence-whosin",
+            &[("X-Forwarded-For", "203.0.113.9, 127.0.0.5")],
+        )
+        .await;
+        assert_eq!(channel_data(&r)["user_info"]["ip"], "203.0.113.9");
+    }
     let mut cfg = config();
-    cfg.trusted_proxies = vec![IpNet::parse("127.0.0.0/8").unwrap()];
-    let server = start(cfg.clone()).await;
-    let r = post_auth(
-        server.local_addr(),
-        "socket_id=1.2&channel_name=presence-whosin",
-        &[("X-Forwarded-For", "203.0.113.9, 127.0.0.5")],
-    )
-    .await;
-    assert_eq!(channel_data(&r)["user_info"]["ip"], "203.0.113.9");
     cfg.apps[0].mask_ips = true;
     let server = start(cfg).await;
     let r = post_auth(

@@ -1085,6 +1085,18 @@ async fn raw_abuse(addr: SocketAddr) -> Vec<String> {
     // Bad upgrades.
     let path = format!("/app/{KEY}?protocol=7");
     let many_headers: String = (0..200).map(|i| format!("X-Junk-{i}: {i}\r\n")).collect();
+    // X-Forwarded-For is believed from loopback (a local proxy) and keys
+    // the limits per address: junk in it must neither fail the upgrade
+    // nor pick an address that is not there.
+    let junk_forwarded =
+        format!("{GOOD_KEY}X-Forwarded-For: not-an-ip, ::ffff:zz, 999.1.1.1, , \u{7f}\r\n");
+    let long_forwarded = format!(
+        "{GOOD_KEY}X-Forwarded-For: {}\r\n",
+        (0..500)
+            .map(|i| format!("10.{}.{}.1", i / 250, i % 250))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let bad = [
         (
             "version 12",
@@ -1113,6 +1125,8 @@ async fn raw_abuse(addr: SocketAddr) -> Vec<String> {
             true,
         ),
         ("200 headers", many_headers.as_str(), true),
+        ("junk X-Forwarded-For", junk_forwarded.as_str(), false),
+        ("500 forwarded addresses", long_forwarded.as_str(), false),
     ];
     for (what, headers, must_refuse) in bad {
         let head = answer(addr, upgrade(addr, &path, headers).as_bytes(), false).await;

@@ -9,6 +9,15 @@ import { DEFAULT_TIMEOUT_MS } from './wait.mjs';
 export const PRESENCE = 'presence-whosin';
 
 /** A visitor id the auth endpoint should accept as-is (a UUID). */
+/**
+ * The token the server gives with a visitor id (HMAC-SHA256 of
+ * "whosin-visitor-id:" + id under the app secret, hex): what a page that
+ * was given this id earlier holds.
+ */
+export function visitorToken(server, id) {
+  return createHmac('sha256', server.secret).update(`whosin-visitor-id:${id}`).digest('hex');
+}
+
 export function newVisitorId() {
   return randomUUID();
 }
@@ -29,6 +38,10 @@ export function newVisitorId() {
 export function newClient(t, server, o = {}) {
   const params = {};
   if (o.visitorId !== undefined) params.visitor_id = o.visitorId;
+  // A page keeps the token the server gave with its visitor id and sends
+  // both; without it a present id is not signed again (it is given a fresh
+  // one). `bare: true` sends the id alone, as an older page would.
+  if (o.visitorId !== undefined && !o.bare) params.visitor_token = visitorToken(server, o.visitorId);
   if (o.name !== undefined) params.name = o.name;
   const channelAuthorization = o.customHandler
     ? { customHandler: o.customHandler }

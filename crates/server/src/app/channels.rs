@@ -8,6 +8,7 @@
 
 use crate::outbox::{Frame, Outbox};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use whosin_protocol::frame::server;
 use whosin_protocol::roster::subscription_succeeded_escaped;
@@ -19,6 +20,9 @@ pub(crate) struct Subscriber {
     pub outbox: Outbox,
     /// The presence user this connection holds on the channel.
     pub user_id: Option<Arc<str>>,
+    /// The client address it counts against for the presence-user limit
+    /// per address (`None`: exempt, or not a presence subscription).
+    pub address: Option<IpAddr>,
 }
 
 /// Who holds a user present: one of this node's connections, or (in a
@@ -41,6 +45,10 @@ pub(crate) struct PresenceChannel {
     pub members: Presence<Holder>,
     wire: HashMap<Arc<str>, EscapedMember>,
     roster_frame: Option<Frame>,
+    /// This node's connections per user, per client address: what the
+    /// presence-user limit per address counts. Only limited addresses are
+    /// here, so it is bounded by the connections that hold them.
+    by_address: HashMap<IpAddr, HashMap<Arc<str>, u32>>,
 }
 
 impl PresenceChannel {
@@ -56,6 +64,40 @@ impl PresenceChannel {
             }
         }
         self.roster_frame = None;
+    }
+
+    /// Whether a connection from `address` may hold `user`: yes when the
+    /// address already holds that user, or holds fewer than `max` users.
+    pub fn address_may_hold(&self, address: IpAddr, user: &str, max: usize) -> bool {
+        self.by_address
+            .get(&address)
+            .is_none_or(|users| users.contains_key(user) || users.len() < max)
+    }
+
+    /// Counts a connection from `address` holding `user`.
+    pub fn address_holds(&mut self, address: IpAddr, user: &Arc<str>) {
+        *self
+            .by_address
+            .entry(address)
+            .or_default()
+            .entry(user.clone())
+            .or_default() += 1;
+    }
+
+    /// Forgets one connection from `address` holding `user`.
+    pub fn address_releases(&mut self, address: IpAddr, user: &str) {
+        let Some(users) = self.by_address.get_mut(&address) else {
+            return;
+        };
+        if let Some(n) = users.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(user);
+            }
+        }
+        if users.is_empty() {
+            self.by_address.remove(&address);
+        }
     }
 
     /// Whether one of this node's connections holds `user`.

@@ -16,6 +16,9 @@ pub struct SubscribeError {
     pub status: u16,
     /// What went wrong and what to do.
     pub message: String,
+    /// The per-address limit that refused it, if one did (counted and
+    /// logged by [`crate::admission::Gate::note`]).
+    pub limit: Option<crate::admission::Limit>,
 }
 
 impl SubscribeError {
@@ -23,6 +26,18 @@ impl SubscribeError {
         SubscribeError {
             status,
             message: message.into(),
+            limit: None,
+        }
+    }
+
+    /// The subscriber's address already has `max` users in the channel.
+    pub(crate) fn per_address(channel: &str, max: usize) -> Self {
+        SubscribeError {
+            limit: Some(crate::admission::Limit::PresenceUsers),
+            ..SubscribeError::new(
+                429,
+                format!("{channel} already has {max} visitors from your address, the most allowed from one address"),
+            )
         }
     }
 

@@ -38,6 +38,7 @@ use channels::{Channel, ChannelTable, Holder, Subscriber};
 use quota::ConnectionQuota;
 use signins::SignIns;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -138,10 +139,14 @@ impl App {
     /// to the others when the user is new; the presence user id is returned
     /// for the connection's own bookkeeping. Never waits: in a cluster the
     /// roster is this node's mirror of every node.
+    ///
+    /// `address` is the client address the connection counts against for
+    /// the presence-user limit per address (`None` when it is exempt).
     pub fn subscribe(
         &self,
         outbox: &Outbox,
         sub: &SubscribeData,
+        address: Option<IpAddr>,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
         let admitted = check::subscription(&self.config, &self.metrics, &outbox.socket_id, sub)?;
         let mut state = self.state();
@@ -169,7 +174,15 @@ impl App {
         }
 
         let mut added = None;
+        let mut counted_address = None;
         if let (Some(p), Some(pd)) = (channel.presence.as_mut(), admitted.presence.as_ref()) {
+            if let Some(a) = address {
+                let per_address = self.config.max_presence_users_per_ip;
+                if per_address > 0 && !p.address_may_hold(a, &pd.user_id, per_address) {
+                    table.forget_if_empty(&sub.channel);
+                    return Err(SubscribeError::per_address(&sub.channel, per_address));
+                }
+            }
             let max = self.config.max_presence_members;
             let was_held = p.held_here(&pd.user_id);
             match p.members.join(
@@ -183,6 +196,10 @@ impl App {
                     table.forget_if_empty(&sub.channel);
                     return Err(SubscribeError::full(&sub.channel, full.max));
                 }
+            }
+            if let (Some(a), Some(user)) = (address, user_id.as_ref()) {
+                p.address_holds(a, user);
+                counted_address = Some(a);
             }
             if !was_held {
                 self.backplane.presence(
@@ -198,6 +215,7 @@ impl App {
             Subscriber {
                 outbox: outbox.clone(),
                 user_id: user_id.clone(),
+                address: counted_address,
             },
         );
         if let Some(change) = &added {
@@ -206,6 +224,19 @@ impl App {
         outbox.send(channel.succeeded(&sub.channel));
         self.backplane.occupancy(&self.config.id, &sub.channel, 1);
         Ok(user_id)
+    }
+
+    /// Whether `user` is present in `channel` (in a cluster: anywhere, as
+    /// this node's mirror knows it). The auth endpoint asks before it
+    /// signs a bare visitor id, so that an id seen in the roster cannot be
+    /// used to appear as someone who is here.
+    pub fn is_present(&self, channel: &str, user: &str) -> bool {
+        self.state()
+            .table
+            .channels
+            .get(channel)
+            .and_then(|c| c.presence.as_ref())
+            .is_some_and(|p| p.members.contains(user))
     }
 
     /// Removes a connection from a channel, announcing `member_removed` when
@@ -222,6 +253,9 @@ impl App {
             return false;
         };
         if let (Some(p), Some(user)) = (channel.presence.as_mut(), sub.user_id.as_deref()) {
+            if let Some(a) = sub.address {
+                p.address_releases(a, user);
+            }
             let removed = p.members.leave(user, &Holder::Conn(conn));
             if !p.held_here(user) {
                 self.backplane
@@ -649,7 +683,7 @@ mod tests {
             )),
             channel_data: Some(data),
         };
-        app.subscribe(&outbox, &sub).unwrap();
+        app.subscribe(&outbox, &sub, None).unwrap();
         (outbox, rx)
     }
 
