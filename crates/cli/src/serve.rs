@@ -101,6 +101,24 @@ pub struct ServeArgs {
     /// presence channels (off by default, as in Pusher).
     #[arg(long, env = "WHOSIN_ENABLE_CLIENT_EVENTS")]
     enable_client_events: bool,
+    /// A URL that receives the app's webhooks (every event type; repeat for
+    /// several). For event-type filters and several apps, use
+    /// `[[apps.webhooks]]` in the config file.
+    #[arg(long = "webhook", env = "WHOSIN_WEBHOOKS", value_delimiter = ',')]
+    webhooks: Vec<String>,
+    /// Milliseconds member_removed and channel_vacated webhooks wait, so a
+    /// page reload is neither a leave nor a join (default 3000).
+    #[arg(long, env = "WHOSIN_WEBHOOK_GRACE_MS")]
+    webhook_grace_ms: Option<u64>,
+    /// Tell subscribers of public and private channels their subscription
+    /// count (pusher:subscription_count), at most about once a second.
+    #[arg(long, env = "WHOSIN_SUBSCRIPTION_COUNT")]
+    subscription_count: bool,
+    /// The owner's token: the auth endpoint signs a request with
+    /// `observer_token=TOKEN` as an observer (sees the channel, is never a
+    /// member). Unset: it never signs observers.
+    #[arg(long, env = "WHOSIN_OBSERVER_TOKEN", hide_env_values = true)]
+    observer_token: Option<String>,
     /// Bytes that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE_BYTES")]
     outbound_queue_bytes: Option<usize>,
@@ -137,8 +155,17 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         else {
             anyhow::bail!("give all three of --app-id, --app-key and --app-secret (or none, for a local default app)");
         };
-        apps.retain(|a| a.id != id && a.key != key);
-        apps.insert(0, AppConfig::new(id, key, secret));
+        // The file's settings of that app are kept; the flags give its
+        // credentials (flags beat the file, field by field).
+        let mut app = apps
+            .iter()
+            .position(|a| a.id == id)
+            .map(|i| apps.remove(i))
+            .unwrap_or_else(|| AppConfig::new(id.clone(), key.clone(), secret.clone()));
+        app.key = key;
+        app.secret = secret;
+        apps.retain(|a| a.key != app.key);
+        apps.insert(0, app);
     }
     if apps.is_empty() {
         let secret = whosin_server::identity::new_visitor_id();
@@ -168,6 +195,18 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         }
         if let Some(n) = args.max_presence_users_per_ip {
             app.max_presence_users_per_ip = n;
+        }
+        if args.subscription_count {
+            app.subscription_count = true;
+        }
+        for url in &args.webhooks {
+            app.webhooks.push(whosin_server::config::WebhookConfig {
+                url: url.clone(),
+                event_types: Vec::new(),
+            });
+        }
+        if let Some(t) = &args.observer_token {
+            app.observer_token = Some(t.clone());
         }
         if !args.allowed_origins.is_empty() {
             app.allowed_origins = args.allowed_origins.clone();
@@ -224,6 +263,9 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
     }
     if let Some(n) = args.max_total_connections.or(file.max_total_connections) {
         config.max_total_connections = n;
+    }
+    if let Some(ms) = args.webhook_grace_ms.or(file.webhook_grace_ms) {
+        config.webhook_grace = Duration::from_millis(ms);
     }
     config.trusted_proxies = file.trusted_proxies;
     for p in &args.trusted_proxies {

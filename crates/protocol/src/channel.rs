@@ -3,6 +3,31 @@
 use crate::limits::MAX_CHANNEL_NAME_LEN;
 use std::fmt;
 
+/// The channel a signed-in user's server-to-user events go on (`sendToUser`):
+/// `#server-to-user-{user_id}`. Reserved: a connection may subscribe only
+/// to its own, once signed in as that user.
+pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
+
+/// The user a `#server-to-user-` channel belongs to.
+pub fn server_to_user(name: &str) -> Option<&str> {
+    name.strip_prefix(SERVER_TO_USER_PREFIX)
+        .filter(|u| !u.is_empty())
+}
+
+/// Whether events on `name` are cached: `cache-`, `private-cache-`,
+/// `private-encrypted-cache-` and `presence-cache-` channels replay their
+/// last event to each new subscriber.
+pub fn is_cache_channel(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 /// What kind of channel a name denotes; the prefix decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
@@ -103,10 +128,12 @@ pub fn validate(name: &str, max_len: usize) -> Result<(), ChannelNameError> {
     if name.is_empty() {
         return Err(ChannelNameError::Empty);
     }
-    if name.starts_with('#') {
-        return Err(ChannelNameError::Reserved);
-    }
-    if let Some(c) = name.chars().find(|c| !is_channel_char(*c)) {
+    // `#server-to-user-{id}` is the one reserved name a client may use.
+    let checked = match name.strip_prefix('#') {
+        Some(_) => server_to_user(name).ok_or(ChannelNameError::Reserved)?,
+        None => name,
+    };
+    if let Some(c) = checked.chars().find(|c| !is_channel_char(*c)) {
         return Err(ChannelNameError::BadCharacter(c));
     }
     if name.len() > max_len {
@@ -154,10 +181,27 @@ mod tests {
             ChannelName::parse("é"),
             Err(ChannelNameError::BadCharacter('é'))
         );
+        // The server-to-user channel is the one '#' name allowed.
+        let own = ChannelName::parse("#server-to-user-1").unwrap();
+        assert_eq!(own.kind(), ChannelKind::Public);
+        assert_eq!(server_to_user(own.as_str()), Some("1"));
+        for reserved in ["#server-to-user-", "#other", "#", "#server-to-user"] {
+            assert_eq!(
+                ChannelName::parse(reserved),
+                Err(ChannelNameError::Reserved),
+                "{reserved}"
+            );
+        }
         assert_eq!(
-            ChannelName::parse("#server-to-user-1"),
-            Err(ChannelNameError::Reserved)
+            ChannelName::parse("#server-to-user-a b"),
+            Err(ChannelNameError::BadCharacter(' '))
         );
+        assert_eq!(server_to_user("presence-x"), None);
+        assert!(is_cache_channel("cache-x") && is_cache_channel("presence-cache-x"));
+        assert!(
+            is_cache_channel("private-cache-x") && is_cache_channel("private-encrypted-cache-x")
+        );
+        assert!(!is_cache_channel("x-cache-") && !is_cache_channel("private-x"));
         let ok = "a".repeat(164);
         assert!(ChannelName::parse(&ok).is_ok());
         let long = "a".repeat(165);

@@ -205,6 +205,10 @@ pub struct PresenceData {
     pub user_id: String,
     /// `user_info` as encoded JSON (`null` when absent).
     pub user_info: Arc<str>,
+    /// A whosin extension: `"observer": true` beside `user_id` (signed like
+    /// the rest) makes the subscription a watcher that receives the roster
+    /// and every change but is never a member itself.
+    pub observer: bool,
 }
 
 impl PresenceData {
@@ -218,6 +222,8 @@ impl PresenceData {
             user_id: serde_json::Value,
             #[serde(default, borrow)]
             user_info: Option<&'a RawValue>,
+            #[serde(default)]
+            observer: Option<serde_json::Value>,
         }
         let raw: Raw<'_> =
             serde_json::from_str(channel_data).map_err(|_| PresenceDataError::Invalid)?;
@@ -246,6 +252,8 @@ impl PresenceData {
         Ok(PresenceData {
             user_id,
             user_info: Arc::from(info),
+            // Only a literal `true`: anything else is an ordinary member.
+            observer: raw.observer == Some(serde_json::Value::Bool(true)),
         })
     }
 }
@@ -420,6 +428,41 @@ pub mod server {
         frame(
             "pusher_internal:member_removed",
             Some(channel),
+            Data::Str(&inner),
+            None,
+        )
+    }
+
+    /// `pusher_internal:subscription_count`: how many connections are
+    /// subscribed to a public or private channel (pusher-js 8 fires
+    /// `pusher:subscription_count` with it).
+    pub fn subscription_count(channel: &str, count: usize) -> String {
+        let inner = format!(r#"{{"subscription_count":{count}}}"#);
+        frame(
+            "pusher_internal:subscription_count",
+            Some(channel),
+            Data::Str(&inner),
+            None,
+        )
+    }
+
+    /// `pusher:cache_miss`: a cache channel had no event to replay.
+    pub fn cache_miss(channel: &str) -> String {
+        frame("pusher:cache_miss", Some(channel), Data::Str("{}"), None)
+    }
+
+    /// `pusher_internal:watchlist_events`: watched users who came online
+    /// (`online: true`) or went offline.
+    pub fn watchlist_events(online: bool, user_ids: &[&str]) -> String {
+        let ids: Vec<String> = user_ids.iter().map(|u| json_string(u)).collect();
+        let inner = format!(
+            r#"{{"events":[{{"name":"{}","user_ids":[{}]}}]}}"#,
+            if online { "online" } else { "offline" },
+            ids.join(",")
+        );
+        frame(
+            "pusher_internal:watchlist_events",
+            None,
             Data::Str(&inner),
             None,
         )
@@ -720,6 +763,14 @@ mod tests {
         assert_eq!(&*p.user_info, r#"{"name":"Mr. Channels"}"#);
         let p = PresenceData::parse(r#"{"user_id":"abc"}"#, 1024).unwrap();
         assert_eq!(&*p.user_info, "null");
+        assert!(!p.observer);
+        let o = PresenceData::parse(r#"{"user_id":"m","observer":true}"#, 1024).unwrap();
+        assert!(o.observer);
+        for not in [r#""true""#, "1", "false", "null"] {
+            let p = PresenceData::parse(&format!(r#"{{"user_id":"m","observer":{not}}}"#), 1024)
+                .unwrap();
+            assert!(!p.observer, "{not}");
+        }
         assert_eq!(
             PresenceData::parse("nope", 1024),
             Err(PresenceDataError::Invalid)

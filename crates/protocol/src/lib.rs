@@ -25,7 +25,10 @@ pub mod presence;
 pub mod roster;
 pub mod sign;
 
-pub use channel::{ChannelKind, ChannelName, ChannelNameError};
+pub use channel::{
+    is_cache_channel, server_to_user, ChannelKind, ChannelName, ChannelNameError,
+    SERVER_TO_USER_PREFIX,
+};
 pub use close::CloseCode;
 pub use frame::{ClientFrame, FrameError, PresenceData, SubscribeData};
 pub use presence::{Change, Full, Presence};

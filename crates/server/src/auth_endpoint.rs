@@ -37,6 +37,8 @@ pub struct AuthParams {
     /// [`identity::visitor_token`]).
     visitor_token: Option<String>,
     name: Option<String>,
+    /// The app's `observer_token`, to be signed as an observer.
+    observer_token: Option<String>,
     callback: Option<String>,
     app_key: Option<String>,
 }
@@ -224,14 +226,33 @@ fn authorize(
                 None => None,
             }
             .unwrap_or_else(|| identity::fake_name(&user_id));
-            let channel_data = json!({
+            let observer = match (&p.observer_token, &app.config.observer_token) {
+                (None, _) => false,
+                (Some(given), Some(token)) if whosin_protocol::sign::constant_time_eq(
+                    given.as_bytes(),
+                    token.as_bytes(),
+                ) =>
+                {
+                    true
+                }
+                (Some(_), _) => {
+                    return Err(Refused::new(
+                        StatusCode::FORBIDDEN,
+                        "observer_token is not this app's owner token (observer_token in the app's TOML)",
+                    ))
+                }
+            };
+            let mut data = json!({
                 "user_id": user_id,
                 "user_info": {
                     "name": display,
                     "ip": identity::display_ip(ip, app.config.mask_ips),
                 }
-            })
-            .to_string();
+            });
+            if observer {
+                data["observer"] = json!(true);
+            }
+            let channel_data = data.to_string();
             let auth = channel_auth(
                 &app.config.key,
                 &app.config.secret,

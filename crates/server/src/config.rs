@@ -57,6 +57,22 @@ pub struct AppConfig {
     /// Channels the built-in auth endpoint (`/pusher/auth`) will sign.
     #[serde(default = "defaults::auth_channels")]
     pub auth_channels: Vec<String>,
+    /// Where the app's webhooks go (see [`crate::webhooks`]).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Whether subscribers of public and private channels are told the
+    /// channel's subscription count (`pusher_internal:subscription_count`,
+    /// at most about once a second per channel), as Pusher does when the
+    /// app turns it on.
+    #[serde(default)]
+    pub subscription_count: bool,
+    /// The owner's token for watching without being counted: a request to
+    /// the auth endpoint with `observer_token` equal to it is signed as an
+    /// observer (`"observer": true`), which receives the roster and every
+    /// change but is never a member. Unset (the default): the public
+    /// endpoint never signs an observer.
+    #[serde(default)]
+    pub observer_token: Option<String>,
     /// Whether the auth endpoint masks the last part of visitor IPs.
     #[serde(default)]
     pub mask_ips: bool,
@@ -104,6 +120,9 @@ impl AppConfig {
             client_events_per_second: defaults::client_events_per_second(),
             auth_channels: defaults::auth_channels(),
             mask_ips: false,
+            observer_token: None,
+            subscription_count: false,
+            webhooks: Vec::new(),
             enabled: true,
         }
     }
@@ -209,6 +228,28 @@ impl<'de> Deserialize<'de> for IpNet {
     }
 }
 
+/// A webhook receiver of an app (`[[apps.webhooks]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (`http://` or `https://`).
+    pub url: String,
+    /// The event names it takes; empty (the default) means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// The webhook events whosin sends (Pusher's names).
+pub const WEBHOOK_EVENTS: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
 /// What one client address may do, whatever app it uses (see
 /// [`crate::admission`]). A limit of 0 means none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +312,9 @@ pub struct ServerConfig {
     pub trust_loopback_proxy: bool,
     /// Limits per client address.
     pub ip_limits: IpLimits,
+    /// How long `member_removed` and `channel_vacated` webhooks wait: a user
+    /// or subscriber back within it produces neither (a page reload).
+    pub webhook_grace: Duration,
     /// Open WebSocket connections the whole process accepts, over every app
     /// (more are refused with HTTP 503 before the upgrade): keeps the
     /// process under its file descriptor limit, with room for REST and Redis.
@@ -323,6 +367,7 @@ impl ServerConfig {
             trust_loopback_proxy: true,
             ip_limits: IpLimits::default(),
             max_total_connections: 100_000,
+            webhook_grace: Duration::from_secs(3),
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -358,6 +403,24 @@ impl ServerConfig {
             for ch in &a.auth_channels {
                 whosin_protocol::ChannelName::parse(ch)
                     .map_err(|e| ConfigError::Invalid(format!("auth channel {ch:?}: {e}")))?;
+            }
+            for w in &a.webhooks {
+                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid(format!(
+                        "webhook URL {:?} of app {:?} must start with http:// or https://",
+                        w.url, a.id
+                    )));
+                }
+                if let Some(t) = w
+                    .event_types
+                    .iter()
+                    .find(|t| !WEBHOOK_EVENTS.contains(&t.as_str()))
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "webhook event type {t:?} is not one of {}",
+                        WEBHOOK_EVENTS.join(", ")
+                    )));
+                }
             }
             if a.max_presence_members == 0 {
                 return Err(ConfigError::Invalid(
@@ -447,6 +510,8 @@ pub struct FileConfig {
     pub exempt_loopback: Option<bool>,
     /// Open WebSocket connections over the whole process (default 100000).
     pub max_total_connections: Option<usize>,
+    /// Milliseconds `member_removed` / `channel_vacated` webhooks wait (default 3000).
+    pub webhook_grace_ms: Option<u64>,
     /// The apps.
     #[serde(default)]
     pub apps: Vec<AppConfig>,

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use whosin_protocol::frame::server;
 use whosin_protocol::sign::verify_signin_auth;
-use whosin_protocol::{ClientFrame, CloseCode};
+use whosin_protocol::{server_to_user, ClientFrame, CloseCode};
 
 /// Frames written with one vectored write.
 const WRITE_BATCH: usize = 64;
@@ -478,6 +478,16 @@ impl Handler {
                     &message,
                 )));
             }
+            ClientFrame::Subscribe(sub)
+                if server_to_user(&sub.channel)
+                    .is_some_and(|u| self.signed_in.as_deref() != Some(u)) =>
+            {
+                self.outbox.send(Frame::from(server::subscription_error(
+                    &sub.channel,
+                    403,
+                    "a #server-to-user- channel is only for a connection signed in as that user (pusher:signin first)",
+                )));
+            }
             ClientFrame::Subscribe(sub) if !self.churn.spend() => {
                 self.outbox.send(Frame::from(server::subscription_error(
                     &sub.channel,
@@ -518,19 +528,31 @@ impl Handler {
                     &user_data,
                     &auth,
                 );
-                let user_id = serde_json::from_str::<serde_json::Value>(&user_data)
-                    .ok()
-                    .and_then(|v| match &v["id"] {
-                        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    });
+                let parsed = serde_json::from_str::<serde_json::Value>(&user_data).ok();
+                let id_of = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                };
+                let user_id = parsed.as_ref().and_then(|v| id_of(&v["id"]));
+                // Users to watch (their online status), as signed: at most
+                // the first 100.
+                let watchlist: Vec<String> = parsed
+                    .as_ref()
+                    .and_then(|v| v["watchlist"].as_array())
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(id_of)
+                            .take(crate::app::MAX_WATCHLIST)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 match (verified, user_id) {
                     (Ok(()), Some(user)) => {
                         if let Some(old) = self.signed_in.replace(user.clone()) {
                             app.sign_out(self.outbox.id, &old);
                         }
-                        app.sign_in(&self.outbox, &user);
+                        app.sign_in(&self.outbox, &user, &watchlist);
                         self.outbox
                             .send(Frame::from(server::signin_success(&user_data)));
                     }

@@ -13,6 +13,7 @@
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`).
+//! * [`webhooks`] — events for the site's backend, batched and retried.
 
 pub mod admission;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod rest;
 pub mod server;
 pub mod shared;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::{AppConfig, ServerConfig};

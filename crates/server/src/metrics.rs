@@ -36,6 +36,12 @@ pub struct Metrics {
     /// Requests refused by a limit of [`crate::admission`], by limit (in
     /// the order of [`LIMITS`]).
     pub limited: [AtomicU64; 5],
+    /// Webhook POSTs answered with success.
+    pub webhook_batches_sent: AtomicU64,
+    /// Webhook batches given up after their retries.
+    pub webhook_batches_failed: AtomicU64,
+    /// Webhook events dropped because a queue was full.
+    pub webhook_events_dropped: AtomicU64,
 }
 
 /// The limits counted in `whosin_limited_total`, in the order of
@@ -63,6 +69,11 @@ impl Metrics {
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts webhook events dropped by a full queue.
+    pub fn webhook_dropped(&self, n: u64) {
+        self.webhook_events_dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a request refused by `limit`.
@@ -133,6 +144,21 @@ impl Metrics {
                 "cluster_failures_total",
                 "Redis operations that failed; the node served its own clients meanwhile.",
                 &self.cluster_failures,
+            ),
+            (
+                "webhook_batches_sent_total",
+                "Webhook POSTs answered with success.",
+                &self.webhook_batches_sent,
+            ),
+            (
+                "webhook_batches_failed_total",
+                "Webhook batches given up after retrying.",
+                &self.webhook_batches_failed,
+            ),
+            (
+                "webhook_events_dropped_total",
+                "Webhook events dropped because a queue was full (the receiver too slow or down).",
+                &self.webhook_events_dropped,
             ),
             (
                 "cluster_shed_total",

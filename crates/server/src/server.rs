@@ -132,6 +132,13 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         .map(|a| Arc::new(App::new(a.clone(), metrics.clone(), backplane.clone())))
         .collect();
     tokio::spawn(crate::app::dispatch(apps.clone(), inbound_rx));
+    for app in &apps {
+        app.spawn_tasks(
+            shutdown.clone(),
+            config.webhook_grace,
+            config.cluster.is_some(),
+        );
+    }
     let gate = Arc::new(crate::admission::Gate::new(
         config.ip_limits.clone(),
         config.max_total_connections,
@@ -374,9 +381,11 @@ async fn reply(
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
+    // One write: a client that reads the head may not wait for a body
+    // that comes in a second segment.
+    let answer = head + &body;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
+        stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await
     })
     .await;

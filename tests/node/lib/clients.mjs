@@ -43,6 +43,7 @@ export function newClient(t, server, o = {}) {
   // one). `bare: true` sends the id alone, as an older page would.
   if (o.visitorId !== undefined && !o.bare) params.visitor_token = visitorToken(server, o.visitorId);
   if (o.name !== undefined) params.name = o.name;
+  Object.assign(params, o.params ?? {});
   const channelAuthorization = o.customHandler
     ? { customHandler: o.customHandler }
     : { endpoint: server.authEndpoint, transport: 'ajax', params };

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

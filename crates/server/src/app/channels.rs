@@ -137,6 +137,12 @@ impl Channel {
         }
     }
 
+    /// An empty channel that tracks presence (a presence channel, or the
+    /// hidden set of signed-in users).
+    pub fn presence() -> Channel {
+        Channel::new(ChannelKind::Presence)
+    }
+
     /// Nobody subscribed here and nobody present.
     fn is_empty(&self) -> bool {
         self.subscribers.is_empty() && self.presence.as_ref().is_none_or(|p| p.members.is_empty())

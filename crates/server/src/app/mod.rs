@@ -13,7 +13,10 @@
 //! * `channels` — the channel table and delivery to local subscribers;
 //! * `signins` — users signed in with `pusher:signin`;
 //! * `quota` — the per-app connection quota;
-//! * `announce` — the one place presence changes become frames.
+//! * `announce` — the one place presence changes become frames;
+//! * `watchlist` — who watches whom, told when users come online or go;
+//! * `counts` — subscription counts, coalesced per channel;
+//! * `cache` — the last event of each cache channel.
 //!
 //! Presence is decided in one place, the protocol's model
 //! ([`whosin_protocol::Presence`]), for local connections and, in a
@@ -22,27 +25,37 @@
 //! share comes through the [`Backplane`].
 
 pub(crate) mod announce;
+pub(crate) mod cache;
 pub(crate) mod channels;
 pub(crate) mod check;
+pub(crate) mod counts;
+pub mod history;
 pub(crate) mod quota;
 pub(crate) mod signins;
+pub(crate) mod watchlist;
 
 pub use check::{ClientEventError, SubscribeError};
+pub use watchlist::MAX_WATCHLIST;
 
 use crate::backplane::{Backplane, Hold, Inbound, Published};
 use crate::config::AppConfig;
 use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Frame, Outbox};
+use crate::webhooks::{Hooks, Signal};
 use announce::announce;
+use cache::LastEvents;
 use channels::{Channel, ChannelTable, Holder, Subscriber};
+use history::History;
 use quota::ConnectionQuota;
 use signins::SignIns;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
+use watchlist::{Watchers, ONLINE};
 use whosin_protocol::frame::{server, Data};
+use whosin_protocol::{is_cache_channel, server_to_user};
 use whosin_protocol::{Change, ChannelKind, CloseCode, SubscribeData};
 
 /// What is known about one occupied channel, for the REST API.
@@ -59,6 +72,30 @@ pub struct ChannelInfo {
 struct State {
     table: ChannelTable,
     signins: SignIns,
+    watchers: Watchers,
+    cache: LastEvents,
+    /// Channels whose subscription count changed since the counts task
+    /// last looked (see [`counts`]).
+    counts_marked: HashSet<String>,
+    history: History,
+}
+
+/// Whether `name` is tracked by the presence model: presence channels,
+/// and the hidden set of signed-in users ([`ONLINE`]).
+fn tracks_presence(name: &str) -> bool {
+    name == ONLINE || ChannelKind::of(name) == ChannelKind::Presence
+}
+
+/// Whether subscribers of `name` are told its subscription count: public
+/// and private channels (presence channels have their member count).
+fn counts_subscriptions(name: &str) -> bool {
+    ChannelKind::of(name) != ChannelKind::Presence && server_to_user(name).is_none()
+}
+
+/// Whether a frame is an application event (not `pusher:` or
+/// `pusher_internal:`), which is what a cache channel replays.
+fn is_app_event(frame: &Frame) -> bool {
+    !frame.starts_with(r#"{"event":"pusher"#)
 }
 
 /// A served app.
@@ -76,6 +113,13 @@ pub struct App {
     /// What this node shares with the others of its cluster ([`crate::backplane::Local`]
     /// on a single node).
     backplane: Arc<dyn Backplane>,
+    /// Wakes the subscription counts task ([`counts`]).
+    counts_wake: tokio::sync::Notify,
+    /// Wakes the task that saves count history to the cluster.
+    history_wake: tokio::sync::Notify,
+    /// Where webhook signals go, once [`App::spawn_tasks`] started the
+    /// app's webhook task (apps without receivers have none).
+    hooks: std::sync::OnceLock<Hooks>,
 }
 
 impl App {
@@ -88,6 +132,133 @@ impl App {
             metrics,
             shutting_down: AtomicBool::new(false),
             backplane,
+            counts_wake: tokio::sync::Notify::new(),
+            history_wake: tokio::sync::Notify::new(),
+            hooks: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts the app's background work: subscription counts and webhooks,
+    /// when the app has them. `webhook_grace` is how long removals wait.
+    ///
+    /// `clustered`: the count history is also saved to the cluster.
+    pub fn spawn_tasks(
+        self: &Arc<Self>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        webhook_grace: std::time::Duration,
+        clustered: bool,
+    ) {
+        if self.config.subscription_count {
+            tokio::spawn(counts::run(self.clone(), shutdown.clone()));
+        }
+        if clustered {
+            tokio::spawn(save_history(Arc::downgrade(self), shutdown.clone()));
+        }
+        let c = &self.config;
+        if let Some((hooks, task)) = crate::webhooks::start(
+            &c.id,
+            &c.key,
+            &c.secret,
+            &c.webhooks,
+            webhook_grace,
+            self.metrics.clone(),
+        ) {
+            if self.hooks.set(hooks).is_ok() {
+                tokio::spawn(task.run(Arc::downgrade(self), shutdown));
+            }
+        }
+    }
+
+    /// Tells the webhook task what happened (nothing without receivers, or
+    /// while the server shuts down: its clients are about to reconnect).
+    fn hook(&self, make: impl FnOnce() -> Signal) {
+        if let Some(h) = self.hooks.get() {
+            if !self.quiet() {
+                h.signal(make());
+            }
+        }
+    }
+
+    /// Records a presence channel's member count in its history (and wakes
+    /// the saver when this is the first unsaved change).
+    fn count_changed(&self, history: &mut History, name: &str, count: usize) {
+        history.record(name, count, history::this_minute());
+        self.history_wake.notify_one();
+    }
+
+    /// The last 24 hours of a presence channel's member count, one point
+    /// per minute with a change (in a cluster: completed from Redis).
+    pub async fn history(&self, channel: &str) -> Vec<history::Point> {
+        let now = history::this_minute();
+        let mine = self.state().history.points(channel, now);
+        match self.backplane.history_load(&self.config.id, channel).await {
+            Some(stored) => history::merge(mine, stored, now),
+            None => mine,
+        }
+    }
+
+    /// Whether another node has subscribers of `channel`.
+    pub(crate) async fn is_occupied_elsewhere(&self, channel: &str) -> bool {
+        let channels = [channel.to_owned()];
+        self.backplane
+            .remote_occupancy(&self.config.id, &channels)
+            .await
+            .is_some_and(|v| v.first().is_some_and(|n| *n > 0))
+    }
+
+    /// Whether any node has subscribers of `channel`.
+    pub(crate) async fn is_occupied_anywhere(&self, channel: &str) -> bool {
+        let here = self
+            .local_subscriptions(&[channel.to_owned()])
+            .first()
+            .is_some_and(|n| *n > 0);
+        here || self.is_occupied_elsewhere(channel).await
+    }
+
+    /// Marks a channel's subscription count as changed.
+    fn mark_count(&self, state: &mut State, name: &str) {
+        if self.config.subscription_count && counts_subscriptions(name) {
+            if state.counts_marked.is_empty() {
+                self.counts_wake.notify_one();
+            }
+            state.counts_marked.insert(name.to_owned());
+        }
+    }
+
+    /// The channels marked since the last call.
+    fn take_marked_counts(&self) -> Vec<String> {
+        self.state().counts_marked.drain().collect()
+    }
+
+    /// This node's subscriptions to each of `channels`.
+    fn local_subscriptions(&self, channels: &[String]) -> Vec<usize> {
+        let state = self.state();
+        channels
+            .iter()
+            .map(|c| {
+                state
+                    .table
+                    .channels
+                    .get(c)
+                    .map_or(0, |c| c.subscribers.len())
+            })
+            .collect()
+    }
+
+    /// Sends each channel's count to its subscribers on every node.
+    fn publish_counts(&self, counts: &[(String, usize)]) {
+        for (name, n) in counts {
+            self.hook(|| {
+                Signal::Now(serde_json::json!({
+                    "name": "subscription_count",
+                    "channel": name,
+                    "subscription_count": n,
+                }))
+            });
+            let frame = Frame::from(server::subscription_count(name, *n));
+            if self.backplane.publish(&self.config.id, name, &frame, None) == Published::NotShared {
+                self.deliver(name, &frame, None);
+            }
         }
     }
 
@@ -103,11 +274,28 @@ impl App {
 
     /// Delivers a frame to this node's subscribers of a channel (a frame
     /// that came over the cluster bus, or an event on one node).
+    ///
+    /// A cache channel's event is remembered for later subscribers (on
+    /// every node: this is also the path of events from the cluster bus);
+    /// a `#server-to-user-` event goes to every connection signed in as
+    /// that user.
     pub fn deliver(&self, channel_name: &str, frame: &Frame, except_socket: Option<&str>) {
         if self.quiet() {
             return;
         }
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if is_cache_channel(channel_name) && is_app_event(frame) {
+            state.cache.record(channel_name, frame);
+        }
+        if let Some(user) = server_to_user(channel_name) {
+            for o in state.signins.of(user) {
+                if Some(&*o.socket_id) != except_socket {
+                    o.send(frame.clone());
+                }
+            }
+            return;
+        }
         let Some(channel) = state.table.channels.get_mut(channel_name) else {
             return;
         };
@@ -149,16 +337,17 @@ impl App {
         address: Option<IpAddr>,
     ) -> Result<Option<Arc<str>>, SubscribeError> {
         let admitted = check::subscription(&self.config, &self.metrics, &outbox.socket_id, sub)?;
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let table = &mut state.table;
         let channel = table
             .channels
             .entry(sub.channel.clone())
             .or_insert_with(|| Channel::new(admitted.kind));
-        let user_id: Option<Arc<str>> = admitted
-            .presence
-            .as_ref()
-            .map(|p| Arc::from(p.user_id.as_str()));
+        // An observer (a signed `"observer": true`) gets the roster and the
+        // changes but holds no user: it is never a member.
+        let member = admitted.presence.as_ref().filter(|p| !p.observer);
+        let user_id: Option<Arc<str>> = member.map(|p| Arc::from(p.user_id.as_str()));
 
         if let Some(existing) = channel.subscribers.get(&outbox.id) {
             // A repeated subscribe changes nothing; confirm it again (the
@@ -175,7 +364,7 @@ impl App {
 
         let mut added = None;
         let mut counted_address = None;
-        if let (Some(p), Some(pd)) = (channel.presence.as_mut(), admitted.presence.as_ref()) {
+        if let (Some(p), Some(pd)) = (channel.presence.as_mut(), member) {
             if let Some(a) = address {
                 let per_address = self.config.max_presence_users_per_ip;
                 if per_address > 0 && !p.address_may_hold(a, &pd.user_id, per_address) {
@@ -210,6 +399,9 @@ impl App {
                 );
             }
         }
+        if channel.subscribers.is_empty() && server_to_user(&sub.channel).is_none() {
+            self.hook(|| Signal::Occupied(sub.channel.clone()));
+        }
         channel.subscribers.insert(
             outbox.id,
             Subscriber {
@@ -220,9 +412,25 @@ impl App {
         );
         if let Some(change) = &added {
             announce(&sub.channel, channel, change, Some(outbox.id));
+            let n = channel.presence.as_ref().map_or(0, |p| p.members.len());
+            self.count_changed(&mut state.history, &sub.channel, n);
+            self.hook(|| Signal::Added {
+                channel: sub.channel.clone(),
+                user: change.user_id().to_owned(),
+            });
         }
         outbox.send(channel.succeeded(&sub.channel));
+        if is_cache_channel(&sub.channel) {
+            let last = state.cache.last(&sub.channel).unwrap_or_else(|| {
+                self.hook(|| {
+                    Signal::Now(serde_json::json!({"name": "cache_miss", "channel": sub.channel}))
+                });
+                Frame::from(server::cache_miss(&sub.channel))
+            });
+            outbox.send(last);
+        }
         self.backplane.occupancy(&self.config.id, &sub.channel, 1);
+        self.mark_count(state, &sub.channel);
         Ok(user_id)
     }
 
@@ -244,7 +452,8 @@ impl App {
     /// as this node's mirror knows it), and dropping the channel when it is
     /// left empty. Returns whether the connection was subscribed.
     pub fn unsubscribe(&self, conn: u64, channel_name: &str) -> bool {
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let table = &mut state.table;
         let Some(channel) = table.channels.get_mut(channel_name) else {
             return false;
@@ -262,17 +471,49 @@ impl App {
                     .presence(&self.config.id, channel_name, user, None);
             }
             if let Some(change) = removed {
-                self.announce_or_record(channel_name, channel, &change);
+                self.announce_or_record(
+                    channel_name,
+                    channel,
+                    &change,
+                    &state.watchers,
+                    &mut state.history,
+                );
+                self.hook(|| Signal::Removed {
+                    channel: channel_name.to_owned(),
+                    user: change.user_id().to_owned(),
+                });
             }
+        }
+        if channel.subscribers.is_empty() && server_to_user(channel_name).is_none() {
+            self.hook(|| Signal::Vacated(channel_name.to_owned()));
         }
         self.backplane.occupancy(&self.config.id, channel_name, -1);
         table.forget_if_empty(channel_name);
+        self.mark_count(state, channel_name);
         true
     }
 
     /// Announces a change to local subscribers, or only records it while the
-    /// server shuts down.
-    fn announce_or_record(&self, name: &str, channel: &mut Channel, change: &Change) {
+    /// server shuts down. A change of the signed-in set ([`ONLINE`]) is told
+    /// to the users' watchers instead.
+    fn announce_or_record(
+        &self,
+        name: &str,
+        channel: &mut Channel,
+        change: &Change,
+        watchers: &Watchers,
+        history: &mut History,
+    ) {
+        if name == ONLINE {
+            if !self.quiet() {
+                watchers.notify(change);
+            }
+            return;
+        }
+        if !self.quiet() {
+            let n = channel.presence.as_ref().map_or(0, |p| p.members.len());
+            self.count_changed(history, name, n);
+        }
         if self.quiet() {
             if let Some(p) = channel.presence.as_mut() {
                 p.record(change);
@@ -291,15 +532,16 @@ impl App {
         user: &str,
         info: Option<Arc<str>>,
     ) {
-        if ChannelKind::of(channel_name) != ChannelKind::Presence {
+        if !tracks_presence(channel_name) {
             return;
         }
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let table = &mut state.table;
         let channel = table
             .channels
             .entry(channel_name.to_owned())
-            .or_insert_with(|| Channel::new(ChannelKind::Presence));
+            .or_insert_with(Channel::presence);
         let Some(p) = channel.presence.as_mut() else {
             return;
         };
@@ -313,21 +555,37 @@ impl App {
             None => p.members.leave(user, &holder),
         };
         if let Some(change) = change {
-            self.announce_or_record(channel_name, channel, &change);
+            self.announce_or_record(
+                channel_name,
+                channel,
+                &change,
+                &state.watchers,
+                &mut state.history,
+            );
         }
         table.forget_if_empty(channel_name);
     }
 
     /// Everything another node holds, replacing what was known of it.
     pub fn remote_snapshot(&self, node: &Arc<str>, holds: Vec<Hold>) {
+        self.replace_remote(node, holds, false);
+    }
+
+    /// Replaces what is known of `node` with `holds`. `node_died`: the
+    /// removals are the cluster's news (nobody else will send their
+    /// webhooks), told by the leader; otherwise they are corrections of
+    /// this mirror, whose webhooks the node that caused them has sent.
+    fn replace_remote(&self, node: &Arc<str>, holds: Vec<Hold>, node_died: bool) {
+        let speaks = node_died && self.backplane.is_leader();
         let mut wanted: HashMap<String, HashMap<String, Arc<str>>> = HashMap::new();
         for (channel, user, info) in holds {
-            if ChannelKind::of(&channel) == ChannelKind::Presence {
+            if tracks_presence(&channel) {
                 wanted.entry(channel).or_default().insert(user, info);
             }
         }
         let holder = Holder::Node(node.clone());
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let table = &mut state.table;
         // Departures first, then arrivals, channel by channel.
         for (name, channel) in table.channels.iter_mut() {
@@ -348,20 +606,38 @@ impl App {
                 .filter_map(|u| p.members.leave(u, &holder))
                 .collect();
             for change in changes {
-                self.announce_or_record(name, channel, &change);
+                self.announce_or_record(
+                    name,
+                    channel,
+                    &change,
+                    &state.watchers,
+                    &mut state.history,
+                );
+                if speaks && name != ONLINE {
+                    self.hook(|| Signal::Removed {
+                        channel: name.clone(),
+                        user: change.user_id().to_owned(),
+                    });
+                }
             }
         }
         for (name, users) in wanted {
             let channel = table
                 .channels
                 .entry(name.clone())
-                .or_insert_with(|| Channel::new(ChannelKind::Presence));
+                .or_insert_with(Channel::presence);
             for (user, info) in users {
                 let Some(p) = channel.presence.as_mut() else {
                     break;
                 };
                 if let Ok(Some(change)) = p.members.join(&user, info, holder.clone(), usize::MAX) {
-                    self.announce_or_record(&name, channel, &change);
+                    self.announce_or_record(
+                        &name,
+                        channel,
+                        &change,
+                        &state.watchers,
+                        &mut state.history,
+                    );
                 }
             }
         }
@@ -370,7 +646,7 @@ impl App {
 
     /// Another node is gone: it holds nobody any more (a snapshot of nothing).
     pub fn remote_gone(&self, node: &Arc<str>) {
-        self.remote_snapshot(node, Vec::new());
+        self.replace_remote(node, Vec::new(), true);
     }
 
     /// Hands the backplane everything this node holds, to replace what the
@@ -418,6 +694,19 @@ impl App {
             Data::Raw(data),
             sub.user_id.as_deref(),
         ));
+        self.hook(|| {
+            let mut e = serde_json::json!({
+                "name": "client_event",
+                "channel": channel_name,
+                "event": event,
+                "data": data,
+                "socket_id": &*outbox.socket_id,
+            });
+            if let Some(u) = sub.user_id.as_deref() {
+                e["user_id"] = serde_json::json!(u);
+            }
+            Signal::Now(e)
+        });
         let shared = self.backplane.publish(
             &self.config.id,
             channel_name,
@@ -555,14 +844,68 @@ impl App {
         ids.len()
     }
 
-    /// Records a signed-in user for a connection.
-    pub fn sign_in(&self, outbox: &Outbox, user_id: &str) {
-        self.state().signins.add(outbox, user_id);
+    /// Records a signed-in user for a connection: it holds its user in
+    /// the signed-in set ([`ONLINE`]), so watchers of the user learn it is
+    /// online when this is its first connection anywhere, and it watches
+    /// `watchlist` (told at once which of them are online).
+    pub fn sign_in(&self, outbox: &Outbox, user_id: &str, watchlist: &[String]) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        state.signins.add(outbox, user_id);
+        let online = state
+            .table
+            .channels
+            .entry(ONLINE.to_owned())
+            .or_insert_with(Channel::presence);
+        let Some(p) = online.presence.as_mut() else {
+            return;
+        };
+        let was_held = p.held_here(user_id);
+        if let Ok(Some(change)) = p.members.join(
+            user_id,
+            Arc::from("null"),
+            Holder::Conn(outbox.id),
+            usize::MAX,
+        ) {
+            state.watchers.notify(&change);
+        }
+        if !was_held {
+            self.backplane
+                .presence(&self.config.id, ONLINE, user_id, Some("null"));
+        }
+        state.watchers.watch(outbox, watchlist);
+        let here: Vec<&str> = watchlist
+            .iter()
+            .map(String::as_str)
+            .filter(|u| p.members.contains(u))
+            .collect();
+        if !here.is_empty() {
+            outbox.send(Frame::from(server::watchlist_events(true, &here)));
+        }
     }
 
-    /// Forgets a connection's sign-in.
+    /// Forgets a connection's sign-in: watchers of the user learn it is
+    /// offline when this was its last connection anywhere.
     pub fn sign_out(&self, conn: u64, user_id: &str) {
-        self.state().signins.remove(conn, user_id);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        state.signins.remove(conn, user_id);
+        state.watchers.forget(conn);
+        let Some(online) = state.table.channels.get_mut(ONLINE) else {
+            return;
+        };
+        let Some(p) = online.presence.as_mut() else {
+            return;
+        };
+        let change = p.members.leave(user_id, &Holder::Conn(conn));
+        if !p.held_here(user_id) {
+            self.backplane
+                .presence(&self.config.id, ONLINE, user_id, None);
+        }
+        if let Some(change) = change {
+            self.announce_or_record(ONLINE, online, &change, &state.watchers, &mut state.history);
+        }
+        state.table.forget_if_empty(ONLINE);
     }
 
     /// Gauges of this app for `/metrics`: members as this node sees them
@@ -580,10 +923,35 @@ impl App {
             presence_members: state
                 .table
                 .channels
-                .values()
-                .filter_map(|c| c.presence.as_ref())
+                .iter()
+                .filter(|(name, _)| *name != ONLINE)
+                .filter_map(|(_, c)| c.presence.as_ref())
                 .map(|p| p.members.len() as u64)
                 .sum(),
+        }
+    }
+}
+
+/// Saves the count history's newest minutes to the cluster: woken by the
+/// first change, it waits a little so that a busy channel is one write,
+/// and only the leader writes (every node's mirror has the same counts).
+async fn save_history(app: std::sync::Weak<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    const GATHER: std::time::Duration = std::time::Duration::from_secs(10);
+    loop {
+        let Some(a) = app.upgrade() else { return };
+        tokio::select! {
+            _ = a.history_wake.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        drop(a);
+        tokio::select! {
+            _ = tokio::time::sleep(GATHER) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(a) = app.upgrade() else { return };
+        let unsaved = a.state().history.take_unsaved();
+        if a.backplane.is_leader() && !unsaved.is_empty() {
+            a.backplane.history_save(&a.config.id, unsaved).await;
         }
     }
 }

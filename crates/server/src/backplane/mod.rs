@@ -23,6 +23,7 @@ pub mod redis;
 
 pub use self::redis::{ClusterConfig, RedisBackplane};
 
+use crate::app::history::Point;
 use crate::outbox::Frame;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -64,10 +65,32 @@ pub trait Backplane: Send + Sync + Debug {
     /// caller answers from this node's view).
     fn occupancy_all<'a>(&'a self, app: &'a str) -> Query<'a, Option<BTreeMap<String, usize>>>;
 
+    /// Subscriptions to each of `channels` on the other live nodes (for
+    /// subscription counts: this node adds its own, which it knows
+    /// exactly); `None` when nothing is shared or Redis cannot be asked.
+    fn remote_occupancy<'a>(
+        &'a self,
+        app: &'a str,
+        channels: &'a [String],
+    ) -> Query<'a, Option<Vec<usize>>>;
+
     /// Everything this node holds in `app` (`(channel, user, info)`) and its
     /// subscriptions per channel, replacing what the cluster knows of it:
     /// the answer to [`Inbound::Republish`], given under the app's lock.
     fn republish(&self, app: &str, holds: Vec<Hold>, occupancy: Vec<(String, usize)>);
+
+    /// Keeps the newest minute of each channel's count history where every
+    /// node can read it (called by the leader only; nothing on one node).
+    fn history_save(&self, app: &str, points: Vec<(String, Point)>) -> Query<'_, ()>;
+
+    /// A channel's count history as the cluster kept it; `None` when
+    /// nothing is shared or Redis cannot be asked.
+    fn history_load<'a>(&'a self, app: &'a str, channel: &'a str) -> Query<'a, Option<Vec<Point>>>;
+
+    /// Whether this node speaks for the cluster where one node must (the
+    /// webhooks of a dead node's departures): the live node with the
+    /// smallest id. Always `true` on a single node.
+    fn is_leader(&self) -> bool;
 
     /// Called once when the server stops accepting, after its connections
     /// closed: leave the cluster, telling the others at once.
@@ -90,7 +113,23 @@ impl Backplane for Local {
     fn occupancy_all<'a>(&'a self, _: &'a str) -> Query<'a, Option<BTreeMap<String, usize>>> {
         Box::pin(std::future::ready(None))
     }
+    fn remote_occupancy<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [String],
+    ) -> Query<'a, Option<Vec<usize>>> {
+        Box::pin(std::future::ready(None))
+    }
     fn republish(&self, _: &str, _: Vec<Hold>, _: Vec<(String, usize)>) {}
+    fn is_leader(&self) -> bool {
+        true
+    }
+    fn history_save(&self, _: &str, _: Vec<(String, Point)>) -> Query<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+    fn history_load<'a>(&'a self, _: &'a str, _: &'a str) -> Query<'a, Option<Vec<Point>>> {
+        Box::pin(std::future::ready(None))
+    }
     fn depart(&self) -> Query<'_, ()> {
         Box::pin(std::future::ready(()))
     }

@@ -29,6 +29,7 @@
 //!   heartbeat entry was new) rewrites its state and publishes `sync` once.
 
 use super::{Backplane, Hold, Inbound, Published, Query};
+use crate::app::history::{Point, MINUTES as HISTORY_MINUTES};
 use crate::metrics::Metrics;
 use crate::outbox::Frame;
 use futures_util::StreamExt;
@@ -208,6 +209,27 @@ for _, c in ipairs(order) do if sums[c] > 0 then out[#out + 1] = c; out[#out + 1
 return out
 "#;
 
+/// Subscriptions to each of the channels ARGV[4..] summed over the live
+/// nodes other than this one (ARGV[2]).
+const OCC_OTHERS_LUA: &str = r#"
+local prefix, node, expiry = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local nodes = redis.call('ZRANGEBYSCORE', 'whosin:nodes', now - expiry, '+inf')
+local out = {}
+for i = 4, #ARGV do out[i - 3] = 0 end
+for _, n in ipairs(nodes) do
+  if n ~= node then
+    local key = prefix .. 'occ:' .. n
+    for i = 4, #ARGV do
+      local v = redis.call('HGET', key, ARGV[i])
+      if v then out[i - 3] = out[i - 3] + tonumber(v) end
+    end
+  end
+end
+return out
+"#;
+
 /// The scripts, hashed once.
 struct Scripts {
     presence: Script,
@@ -217,6 +239,7 @@ struct Scripts {
     sweep: Script,
     depart: Script,
     occupancy: Script,
+    occupancy_others: Script,
 }
 
 impl Scripts {
@@ -229,6 +252,7 @@ impl Scripts {
             sweep: Script::new(SWEEP_LUA),
             depart: Script::new(DEPART_LUA),
             occupancy: Script::new(OCC_LUA),
+            occupancy_others: Script::new(OCC_OTHERS_LUA),
         }
     }
 }
@@ -343,6 +367,9 @@ pub struct RedisBackplane {
     dirty: Arc<AtomicBool>,
     reader: ConnectionManager,
     healthy: AtomicBool,
+    /// Whether this node had the smallest id among the live nodes at the
+    /// last heartbeat (see [`Backplane::is_leader`]).
+    leader: AtomicBool,
     metrics: Arc<Metrics>,
     scripts: Scripts,
     inbound: mpsc::Sender<Inbound>,
@@ -444,6 +471,7 @@ impl RedisBackplane {
             dirty: Arc::new(AtomicBool::new(false)),
             reader,
             healthy: AtomicBool::new(true),
+            leader: AtomicBool::new(false),
             metrics,
             scripts: Scripts::new(),
             inbound,
@@ -1080,6 +1108,10 @@ impl RedisBackplane {
                     dead.push(node.clone());
                 }
             }
+            let first = live
+                .iter()
+                .all(|n: &String| n.as_str() >= self.config.node_id.as_str());
+            self.leader.store(first, Ordering::Release);
             // Only a node that has been in touch for a whole timeout may
             // judge: the others had the time to beat again.
             if since.elapsed() < self.config.node_timeout {
@@ -1212,6 +1244,76 @@ impl Backplane for RedisBackplane {
                             .map(|(c, n)| (c, n.parse().unwrap_or(0)))
                             .collect(),
                     );
+                }
+            }
+            None
+        })
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    fn history_save(&self, app: &str, points: Vec<(String, Point)>) -> Query<'_, ()> {
+        let p = prefix(app);
+        Box::pin(async move {
+            let mut con = self.reader.clone();
+            let mut pipe = redis::pipe();
+            for (channel, point) in &points {
+                let key = format!("{p}h:{channel}");
+                pipe.hset(&key, point.t, format!("{},{}", point.peak, point.last))
+                    .ignore()
+                    .expire(&key, (HISTORY_MINUTES as i64 + 60) * 60)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                self.noted("history save", &e);
+            }
+        })
+    }
+
+    fn history_load<'a>(&'a self, app: &'a str, channel: &'a str) -> Query<'a, Option<Vec<Point>>> {
+        Box::pin(async move {
+            let mut con = self.reader.clone();
+            let key = format!("{}h:{channel}", prefix(app));
+            let kv: Vec<(u64, String)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .ok()?;
+            Some(
+                kv.into_iter()
+                    .filter_map(|(t, v)| {
+                        let (peak, last) = v.split_once(',')?;
+                        Some(Point {
+                            t,
+                            peak: peak.parse().ok()?,
+                            last: last.parse().ok()?,
+                        })
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    fn remote_occupancy<'a>(
+        &'a self,
+        app: &'a str,
+        channels: &'a [String],
+    ) -> Query<'a, Option<Vec<usize>>> {
+        Box::pin(async move {
+            let mut con = self.reader.clone();
+            for _ in 0..2 {
+                let mut inv = self.scripts.occupancy_others.prepare_invoke();
+                inv.arg(prefix(app))
+                    .arg(&self.config.node_id)
+                    .arg(self.expiry_ms());
+                for c in channels {
+                    inv.arg(c);
+                }
+                let r: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut con).await;
+                if let Ok(v) = r {
+                    return Some(v.into_iter().map(|n| n.max(0) as usize).collect());
                 }
             }
             None

@@ -1,0 +1,215 @@
+//! Count history: each presence channel's member count at one-minute
+//! resolution over the last 24 hours — the peak and the last value of each
+//! minute in which the count changed.
+//!
+//! Recorded where the presence core's changes are announced, so it cannot
+//! disagree with what clients were told; in a cluster every node's mirror
+//! sees every change, and the leader also keeps the minutes in Redis, so a
+//! node that starts later serves the day it missed. Bounded: 1440 minutes
+//! per channel, and at most [`MAX_CHANNELS`] channels per app (the channel
+//! changed longest ago makes room). A minute without a point had no change:
+//! its count is the last one before it.
+
+use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Minutes kept.
+pub const MINUTES: u64 = 24 * 60;
+/// Presence channels tracked per app.
+pub const MAX_CHANNELS: usize = 1000;
+
+/// One minute of a channel's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Point {
+    /// Unix time of the minute's start, in seconds.
+    pub t: u64,
+    /// The highest count in that minute.
+    pub peak: usize,
+    /// The count at the minute's end (or now, for the current minute).
+    pub last: usize,
+}
+
+/// The minutes of every tracked channel.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    series: HashMap<String, VecDeque<Point>>,
+    /// Channels with a point changed since the leader last saved them.
+    unsaved: HashSet<String>,
+}
+
+/// The current Unix minute's start, in seconds.
+pub fn this_minute() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs - secs % 60
+}
+
+impl History {
+    /// Records that `channel` now has `count` members, at minute `t`.
+    pub fn record(&mut self, channel: &str, count: usize, t: u64) {
+        if !self.series.contains_key(channel) && self.series.len() >= MAX_CHANNELS {
+            let stalest = self
+                .series
+                .iter()
+                .min_by_key(|(_, s)| s.back().map_or(0, |p| p.t))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = stalest {
+                self.series.remove(&k);
+                self.unsaved.remove(&k);
+            }
+        }
+        let s = self.series.entry(channel.to_owned()).or_default();
+        match s.back_mut() {
+            Some(p) if p.t == t => {
+                p.peak = p.peak.max(count);
+                p.last = count;
+            }
+            _ => s.push_back(Point {
+                t,
+                peak: count,
+                last: count,
+            }),
+        }
+        while s.front().is_some_and(|p| p.t + MINUTES * 60 <= t) {
+            s.pop_front();
+        }
+        self.unsaved.insert(channel.to_owned());
+    }
+
+    /// The points of `channel` within the last 24 hours of `now`.
+    pub fn points(&self, channel: &str, now: u64) -> Vec<Point> {
+        self.series.get(channel).map_or_else(Vec::new, |s| {
+            s.iter()
+                .filter(|p| p.t + MINUTES * 60 > now)
+                .copied()
+                .collect()
+        })
+    }
+
+    /// The channels changed since the last call, with their newest point.
+    pub fn take_unsaved(&mut self) -> Vec<(String, Point)> {
+        let names: Vec<String> = self.unsaved.drain().collect();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let p = *self.series.get(&n)?.back()?;
+                Some((n, p))
+            })
+            .collect()
+    }
+}
+
+/// `mine` completed with the minutes of `stored` (read back from Redis)
+/// that it does not have, in time order.
+pub fn merge(mut mine: Vec<Point>, stored: Vec<Point>, now: u64) -> Vec<Point> {
+    let have: HashSet<u64> = mine.iter().map(|p| p.t).collect();
+    mine.extend(
+        stored
+            .into_iter()
+            .filter(|p| !have.contains(&p.t) && p.t + MINUTES * 60 > now),
+    );
+    mine.sort_by_key(|p| p.t);
+    mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minute_keeps_its_peak_and_last_value() {
+        let mut h = History::default();
+        let t0 = 1_000_020 * 60;
+        for c in [1, 5, 3] {
+            h.record("presence-a", c, t0);
+        }
+        h.record("presence-a", 2, t0 + 60);
+        assert_eq!(
+            h.points("presence-a", t0 + 60),
+            vec![
+                Point {
+                    t: t0,
+                    peak: 5,
+                    last: 3
+                },
+                Point {
+                    t: t0 + 60,
+                    peak: 2,
+                    last: 2
+                }
+            ]
+        );
+        assert_eq!(
+            h.take_unsaved(),
+            vec![(
+                "presence-a".into(),
+                Point {
+                    t: t0 + 60,
+                    peak: 2,
+                    last: 2
+                }
+            )]
+        );
+        assert!(h.take_unsaved().is_empty());
+    }
+
+    #[test]
+    fn only_the_last_day_is_kept() {
+        let mut h = History::default();
+        let t0 = 60 * 60 * 24 * 1000;
+        h.record("presence-a", 1, t0);
+        h.record("presence-a", 2, t0 + 60 * (MINUTES - 1));
+        assert_eq!(h.points("presence-a", t0 + 60 * (MINUTES - 1)).len(), 2);
+        h.record("presence-a", 3, t0 + 60 * MINUTES);
+        let p = h.points("presence-a", t0 + 60 * MINUTES);
+        assert_eq!(p.first().map(|p| p.last), Some(2), "{p:?}");
+        assert!(h.series["presence-a"].len() <= MINUTES as usize);
+    }
+
+    #[test]
+    fn channels_are_bounded_and_stored_minutes_fill_the_gaps() {
+        let mut h = History::default();
+        for i in 0..MAX_CHANNELS + 10 {
+            h.record(&format!("presence-{i}"), 1, 60 * (i as u64 + 1));
+        }
+        assert_eq!(h.series.len(), MAX_CHANNELS);
+        assert!(
+            h.points("presence-0", 60 * 2000).is_empty(),
+            "the stalest went"
+        );
+        let now = 60 * 10;
+        let mine = vec![Point {
+            t: 60 * 9,
+            peak: 4,
+            last: 4,
+        }];
+        let stored = vec![
+            Point {
+                t: 60 * 8,
+                peak: 2,
+                last: 1,
+            },
+            Point {
+                t: 60 * 9,
+                peak: 9,
+                last: 9,
+            },
+        ];
+        assert_eq!(
+            merge(mine, stored, now),
+            vec![
+                Point {
+                    t: 60 * 8,
+                    peak: 2,
+                    last: 1
+                },
+                Point {
+                    t: 60 * 9,
+                    peak: 4,
+                    last: 4
+                }
+            ]
+        );
+    }
+}
