@@ -12,7 +12,8 @@
 //! * [`rest`] — the signed REST API.
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
-//! * [`web`] — the visitor page at `/` (the shared `ui/`).
+//! * [`web`] — the visitor page at `/` (the shared `ui/`) and the one-line
+//!   embed at `/whosin.js`.
 
 pub mod admission;
 pub mod app;

@@ -438,6 +438,8 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/", get(web::index))
         .route("/whosin.json", get(web::config))
+        .route("/whosin.js", get(web::embed_script))
+        .route("/whosin-embed.css", get(web::embed_style))
         .route("/{file}", get(static_file))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
