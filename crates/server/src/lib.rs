@@ -10,7 +10,8 @@
 //! * [`app`] — one app's channels, subscribers and presence members.
 //! * [`backplane`] — what the nodes of a cluster share: local, or Redis.
 //! * [`rest`] — the signed REST API.
-//! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
+//! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs;
+//!   [`cors`] — which other sites' pages may read its answers.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`) and the one-line
 //!   embed at `/whosin.js`.
@@ -21,6 +22,7 @@ pub mod auth_endpoint;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod cors;
 pub mod identity;
 pub mod metrics;
 pub mod outbox;
