@@ -8,6 +8,7 @@
 //! to inject script.
 
 use crate::app::App;
+use crate::cors;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::rest::{error, is_socket_id};
@@ -43,11 +44,25 @@ pub struct AuthParams {
     app_key: Option<String>,
 }
 
-/// POST form, as pusher-js's ajax transport sends it.
+/// POST form, as pusher-js's ajax transport sends it, and the one-line
+/// embed from pages of other sites (see [`cors`]).
 pub async fn form(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    params: Result<Form<AuthParams>, FormRejection>,
+) -> Response {
+    let app_key = params.as_ref().ok().and_then(|p| p.app_key.clone());
+    let response = sign_form(&shared, peer, &headers, params);
+    let app = app_for(&shared, app_key.as_deref()).map(|a| &a.config);
+    cors::answer(app, &headers, response)
+}
+
+/// [`form`]'s answer before CORS.
+fn sign_form(
+    shared: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
     params: Result<Form<AuthParams>, FormRejection>,
 ) -> Response {
     let Form(params) = match params {
@@ -61,8 +76,8 @@ pub async fn form(
             )
         }
     };
-    let ip = shared.config.client_ip(peer.ip(), &headers);
-    match authorize(&shared, &params, ip, &headers) {
+    let ip = shared.config.client_ip(peer.ip(), headers);
+    match authorize(shared, &params, ip, headers) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(refused) => refused.respond(error),
     }
@@ -153,15 +168,10 @@ fn authorize(
     headers: &HeaderMap,
 ) -> Result<String, Refused> {
     let bad = |m: &str| Refused::new(StatusCode::BAD_REQUEST, m);
-    let app: &Arc<App> = match p.app_key.as_deref() {
-        Some(k) => shared
-            .app_by_key(k)
-            .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, format!("unknown app_key {k:?}")))?,
-        None => shared
-            .apps
-            .first()
-            .ok_or_else(|| bad("no app configured"))?,
-    };
+    let app = app_for(shared, p.app_key.as_deref()).ok_or_else(|| match &p.app_key {
+        Some(k) => Refused::new(StatusCode::NOT_FOUND, format!("unknown app_key {k:?}")),
+        None => bad("no app configured"),
+    })?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     app.config
         .check_origin(origin)
@@ -281,6 +291,14 @@ fn authorize(
     };
     Metrics::inc(&shared.metrics.auth_endpoint_signatures);
     Ok(body.to_string())
+}
+
+/// The app a request is for: the one with its `app_key`, else the first.
+fn app_for<'a>(shared: &'a Shared, app_key: Option<&str>) -> Option<&'a Arc<App>> {
+    match app_key {
+        Some(k) => shared.app_by_key(k),
+        None => shared.apps.first(),
+    }
 }
 
 /// Whether a JSONP callback is a plain identifier path: `a.b`, `a['3']`,

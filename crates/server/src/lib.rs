@@ -10,9 +10,11 @@
 //! * [`app`] — one app's channels, subscribers and presence members.
 //! * [`backplane`] — what the nodes of a cluster share: local, or Redis.
 //! * [`rest`] — the signed REST API.
-//! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
+//! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs;
+//!   [`cors`] — which other sites' pages may read its answers.
 //! * [`metrics`] — counters for `/metrics`.
-//! * [`web`] — the visitor page at `/` (the shared `ui/`).
+//! * [`web`] — the visitor page at `/` (the shared `ui/`) and the one-line
+//!   embed at `/whosin.js`.
 //! * [`webhooks`] — events for the site's backend, batched and retried.
 
 pub mod admission;
@@ -21,6 +23,7 @@ pub mod auth_endpoint;
 pub mod backplane;
 pub mod config;
 pub mod connection;
+pub mod cors;
 pub mod identity;
 pub mod metrics;
 pub mod outbox;

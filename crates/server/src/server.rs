@@ -11,7 +11,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
 use crate::ws::{self, Socket};
-use crate::{auth_endpoint, connection, rest, web};
+use crate::{auth_endpoint, connection, cors, rest, web};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -443,10 +443,14 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/pusher/auth",
-            get(auth_endpoint::jsonp).post(auth_endpoint::form),
+            get(auth_endpoint::jsonp)
+                .post(auth_endpoint::form)
+                .options(cors::preflight),
         )
         .route("/", get(web::index))
         .route("/whosin.json", get(web::config))
+        .route("/whosin.js", get(web::embed_script))
+        .route("/whosin-embed.css", get(web::embed_style))
         .route("/{file}", get(static_file))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

@@ -59,6 +59,59 @@ pub fn file(name: &str) -> Option<Response> {
     )
 }
 
+/// The one-line embed (`ui/embed/`): a classic script any site includes
+/// with one `<script>` tag, and the stylesheet of the badge it shows.
+///
+/// Cached for five minutes: the URL carries no version, so a long lifetime
+/// would keep an old script after an upgrade, while `no-cache` would make
+/// every page view of every embedding site ask this server again. Any
+/// origin may read them (CORS `*`, `Cross-Origin-Resource-Policy:
+/// cross-origin`) so a page can load them with `crossorigin` or under
+/// `Cross-Origin-Embedder-Policy`; they hold nothing private.
+const EMBED: [(&str, &str, &str); 2] = [
+    (
+        "whosin.js",
+        "application/javascript; charset=utf-8",
+        include_str!("../../../ui/embed/whosin.js"),
+    ),
+    (
+        "whosin-embed.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../ui/embed/whosin-embed.css"),
+    ),
+];
+
+/// Serves one file of the embed by name; `None` when there is no such file.
+pub fn embed_file(name: &str) -> Option<Response> {
+    let (_, mime, body) = EMBED.iter().find(|(n, _, _)| *n == name)?;
+    Some(
+        (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "public, max-age=300"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (
+                    header::HeaderName::from_static("cross-origin-resource-policy"),
+                    "cross-origin",
+                ),
+            ],
+            *body,
+        )
+            .into_response(),
+    )
+}
+
+/// `GET /whosin.js`.
+pub async fn embed_script() -> Response {
+    embed_file("whosin.js").expect("whosin.js is embedded")
+}
+
+/// `GET /whosin-embed.css`.
+pub async fn embed_style() -> Response {
+    embed_file("whosin-embed.css").expect("whosin-embed.css is embedded")
+}
+
 /// `GET /`.
 pub async fn index() -> Response {
     file("index.html").expect("index.html is embedded")
@@ -98,5 +151,8 @@ mod tests {
             assert!(super::file(name).is_some(), "{name}");
         }
         assert!(super::file("../Cargo.toml").is_none());
+        for name in ["whosin.js", "whosin-embed.css"] {
+            assert!(super::embed_file(name).is_some(), "{name}");
+        }
     }
 }
