@@ -10,7 +10,7 @@ use crate::backplane::{Backplane, Local, RedisBackplane};
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
-use crate::ws::{self, Socket};
+use crate::ws::{self, Socket, Stream};
 use crate::{auth_endpoint, connection, rest, web};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -189,7 +189,8 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            match first_bytes(&stream, header_read_timeout).await {
+            let mut stream = Stream::from(stream);
+            match first_bytes(&mut stream, header_read_timeout).await {
                 // Nothing within the header read timeout: not held.
                 None => {}
                 Some(true) => direct_websocket(stream, remote, shared).await,
@@ -215,7 +216,7 @@ async fn accept_loop(
 /// buffers and task). Anything else, including a first segment too short to
 /// tell, goes to hyper (`Some(false)`), which also serves `/app/` upgrades.
 /// `None` when nothing came within the header read timeout.
-async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Option<bool> {
+async fn first_bytes(stream: &mut Stream, header_read_timeout: Duration) -> Option<bool> {
     const PREFIX: &[u8] = b"GET /app/";
     let mut probe = [0u8; PREFIX.len()];
     match tokio::time::timeout(header_read_timeout, stream.peek(&mut probe)).await {
@@ -229,7 +230,7 @@ async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Optio
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Opens a WebSocket without the HTTP stack and starts its connection task.
-async fn direct_websocket(stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
+async fn direct_websocket(stream: Stream, remote: SocketAddr, shared: Arc<Shared>) {
     // Boxed and in its own function: the handshake's buffers and headers
     // are freed before the connection's long life begins.
     let opened = Box::pin(direct_handshake(stream, remote, &shared)).await;
@@ -269,7 +270,7 @@ fn admit(
 /// Reads and checks the request head and answers 101, or answers with the
 /// error and returns `None`.
 async fn direct_handshake(
-    mut stream: TcpStream,
+    mut stream: Stream,
     remote: SocketAddr,
     shared: &Arc<Shared>,
 ) -> Option<(Socket, String, bool, crate::admission::Ticket)> {
@@ -357,7 +358,7 @@ fn check_origin(shared: &Shared, key: &str, headers: &header::HeaderMap) -> Resu
 
 /// Answers a fast-path request with an error and closes.
 async fn reply(
-    mut stream: TcpStream,
+    mut stream: Stream,
     status: StatusCode,
     message: &str,
     headers: &[(header::HeaderName, String)],
@@ -385,7 +386,7 @@ async fn reply(
 /// Serves HTTP/1.1 (REST, auth, web page, and upgrades that did not take
 /// the fast path) on one connection until it ends or the server stops.
 async fn serve_http(
-    stream: TcpStream,
+    stream: Stream,
     remote: SocketAddr,
     router: Router,
     header_read_timeout: Duration,
@@ -498,7 +499,7 @@ async fn read_body_in_time(
 /// Opens a WebSocket on `/app/{key}` and hands it to a connection task.
 ///
 /// The upgrade is done by hand (see [`ws::handshake`]) so the task owns the
-/// plain `TcpStream`: its buffers are then only as large as the traffic.
+/// [`Stream`] itself: its buffers are then only as large as the traffic.
 async fn websocket(
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -546,7 +547,7 @@ async fn websocket(
             }
         };
         let Some(socket) = into_socket(upgraded, max) else {
-            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            tracing::error!("upgraded connection is not a whosin stream; dropping it");
             return;
         };
         open_socket(socket, shared, key, protocol_ok, ticket).await;
@@ -599,12 +600,12 @@ async fn open_socket(
     }
 }
 
-/// The plain TCP stream under an upgraded connection, with what hyper had
+/// The stream under an upgraded connection, with what hyper had
 /// read past the handshake. A separate function so that hyper's read buffer
 /// (8 KiB, which the leftover bytes point into) is freed here rather than
 /// held by the connection task for its whole life.
 fn into_socket(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let parts = upgraded.downcast::<TokioIo<Stream>>().ok()?;
     let leftover = parts.read_buf.to_vec();
     Some(Socket::new(parts.io.into_inner(), leftover, max_message))
 }
