@@ -13,6 +13,7 @@
 //! * [`auth_endpoint`] and [`identity`] — `/pusher/auth`, names and IPs.
 //! * [`metrics`] — counters for `/metrics`.
 //! * [`web`] — the visitor page at `/` (the shared `ui/`).
+//! * [`tls`] — the certificate for `https://` and `wss://`, reloaded on SIGHUP.
 
 pub mod admission;
 pub mod app;
@@ -26,8 +27,9 @@ pub mod outbox;
 pub mod rest;
 pub mod server;
 pub mod shared;
+pub mod tls;
 pub mod web;
 pub mod ws;
 
-pub use config::{AppConfig, ServerConfig};
+pub use config::{AppConfig, ServerConfig, TlsFiles};
 pub use server::{start, Running, StartError};

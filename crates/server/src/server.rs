@@ -10,6 +10,7 @@ use crate::backplane::{Backplane, Local, RedisBackplane};
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
+use crate::tls::{Tls, TlsError};
 use crate::ws::{self, Socket, Stream};
 use crate::{auth_endpoint, connection, rest, web};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -42,6 +43,9 @@ pub enum StartError {
     /// Redis could not be reached at start.
     #[error("{0}")]
     Cluster(String),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source} (is another server using the port? try --port 0 for a free one)")]
     Bind {
@@ -97,6 +101,9 @@ impl Running {
 /// Validates the configuration, binds, and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     config.validate()?;
+    // Before binding: a certificate that cannot be used stops the start
+    // without taking the port.
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let addr = format!("{}:{}", config.host, config.port);
     let host = config.host.trim_start_matches('[').trim_end_matches(']');
     let listener = TcpListener::bind((host, config.port))
@@ -150,7 +157,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         live: std::sync::Mutex::new(Some(live)),
     });
     let router = router(shared.clone());
-    let task = tokio::spawn(accept_loop(listener, router, shared.clone(), shutdown));
+    if let Some(tls) = &tls {
+        crate::tls::reload_on_hangup(tls.clone(), shutdown.clone())?;
+        tracing::info!(
+            cert = %tls.files().cert.display(),
+            key = %tls.files().key.display(),
+            "TLS on: this port speaks https:// and wss:// only; SIGHUP re-reads the certificate"
+        );
+    }
+    let task = tokio::spawn(accept_loop(listener, router, shared.clone(), tls, shutdown));
     Ok(Running {
         addr: local,
         shared,
@@ -161,13 +176,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
 }
 
 /// Accepts TCP connections and serves HTTP/1.1 (with upgrades to WebSocket)
-/// on each, until shutdown. Written out rather than `axum::serve` for the
-/// header read timeout, which `axum::serve` does not offer: a half-sent
-/// handshake (slowloris) is dropped instead of holding a socket forever.
+/// on each, over TLS when `tls` is set, until shutdown. Written out rather
+/// than `axum::serve` for the header read timeout, which `axum::serve` does
+/// not offer: a half-sent handshake (slowloris) is dropped instead of
+/// holding a socket forever.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     shared: Arc<Shared>,
+    tls: Option<Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let header_read_timeout = shared.config.header_read_timeout;
@@ -188,8 +205,15 @@ async fn accept_loop(
         let router = router.clone();
         let shutdown = shutdown.clone();
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut stream = Stream::from(stream);
+            let mut stream = match tls {
+                None => Stream::from(stream),
+                Some(tls) => match tls.accept(stream, header_read_timeout).await {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
             match first_bytes(&mut stream, header_read_timeout).await {
                 // Nothing within the header read timeout: not held.
                 None => {}
@@ -335,6 +359,7 @@ async fn direct_handshake(
         accept.to_str().unwrap_or_default()
     );
     stream.write_all(head.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
     let leftover = buf[head_len..].to_vec();
     let socket = Socket::new(stream, leftover, shared.config.max_message_bytes);
     Some((socket, key, protocol_ok, ticket))

@@ -154,14 +154,16 @@ impl Socket {
             }
             IoSlice::advance_slices(&mut rest, n);
         }
-        Ok(())
+        // TLS may hold written records back until flushed; a no-op on TCP.
+        self.stream.flush().await
     }
 
     /// Answers a ping.
     pub async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
         self.stream
             .write_all(&frame::control(OP_PONG, payload))
-            .await
+            .await?;
+        self.stream.flush().await
     }
 
     /// Sends a close frame, ends our side, and waits briefly for the
