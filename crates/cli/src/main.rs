@@ -22,7 +22,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a Pusher-compatible presence server (WebSocket, REST API, auth endpoint, metrics).
-    Serve(serve::ServeArgs),
+    // Boxed: the server's options outweigh every other command's.
+    Serve(Box<serve::ServeArgs>),
     /// Join a presence channel as a visitor and print what happens (--json: one object per line).
     Join(join::JoinArgs),
     /// Join a presence channel and show the live list, redrawn in place.
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Join(args) => join::run(args, false).await,
             Command::Watch(args) => join::run(args, true).await,
             Command::Bench(b) => bench::run(b).await,
