@@ -22,6 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a Pusher-compatible presence server (WebSocket, REST API, auth endpoint, metrics).
+    // Boxed: the server's options outweigh every other command's.
     Serve(Box<serve::ServeArgs>),
     /// Join a presence channel as a visitor and print what happens (--json: one object per line).
     Join(join::JoinArgs),

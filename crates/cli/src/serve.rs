@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 use whosin_server::config::{defaults, FileConfig, IpNet};
-use whosin_server::{AppConfig, ServerConfig};
+use whosin_server::{AppConfig, ServerConfig, TlsFiles};
 
 /// Options of `whosin serve`. Every flag can also be set by the variable named
 /// in its help; flags beat variables, variables beat the config file.
@@ -122,6 +122,14 @@ pub struct ServeArgs {
     /// Bytes that may queue for one client before it counts as too slow (4100).
     #[arg(long, env = "WHOSIN_OUTBOUND_QUEUE_BYTES")]
     outbound_queue_bytes: Option<usize>,
+    /// TLS certificate chain (PEM, server's first, e.g. fullchain.pem):
+    /// with --tls-key, the port speaks https:// and wss:// only. SIGHUP
+    /// re-reads both files.
+    #[arg(long, env = "WHOSIN_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM, e.g. privkey.pem), with --tls-cert.
+    #[arg(long, env = "WHOSIN_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// TOML config file (several apps go here; see the README).
     #[arg(long, env = "WHOSIN_CONFIG")]
     config: Option<PathBuf>,
@@ -236,6 +244,13 @@ fn build_config(args: ServeArgs) -> Result<(ServerConfig, Vec<String>)> {
         config.body_read_timeout = Duration::from_secs(s.max(1));
     }
     config.metrics_token = args.metrics_token.or(file.metrics_token);
+    config.tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "give both --tls-cert and --tls-key (or tls_cert and tls_key in the config file) for TLS, or neither for plain TCP"
+        ),
+    };
     if let Some(n) = file.max_message_bytes {
         config.max_message_bytes = n;
     }
@@ -300,9 +315,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .iter()
         .map(|a| format!("{} (key {})", a.id, a.key))
         .collect();
+    let (ws, http) = match config.tls {
+        Some(_) => ("wss", "https"),
+        None => ("ws", "http"),
+    };
     let running = whosin_server::start(config).await?;
     let addr = running.local_addr();
-    tracing::info!(apps = %apps.join(", "), "whosin server ready: ws://{addr}/app/KEY, REST http://{addr}/apps/ID, auth http://{addr}/pusher/auth");
+    tracing::info!(apps = %apps.join(", "), "whosin server ready: {ws}://{addr}/app/KEY, REST {http}://{addr}/apps/ID, auth {http}://{addr}/pusher/auth");
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}").context("writing to stdout")?;
@@ -431,6 +450,41 @@ mod tests {
         assert!(e.contains("--app-key"), "{e}");
         let e = parse(&["--trusted-proxy", "nonsense"]).unwrap_err();
         assert!(format!("{e:#}").contains("not an IP"), "{e:#}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_from_flags_or_the_file() {
+        let (c, _) = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert!(parse(&[]).unwrap().0.tls.is_none());
+        let e = parse(&["--tls-cert", "c.pem"]).unwrap_err().to_string();
+        assert!(e.contains("--tls-key") && e.contains("neither"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("whosin-cli-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("whosin.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"/etc/f.pem\"\ntls_key = \"/etc/p.pem\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let (c, _) = parse(&["--config", path, "--tls-key", "mine.pem"]).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert.to_str(), Some("/etc/f.pem"));
+        assert_eq!(
+            tls.key.to_str(),
+            Some("mine.pem"),
+            "the flag beats the file"
+        );
+        std::fs::write(&file, "tls_key = \"/etc/p.pem\"\n").unwrap();
+        let e = parse(&["--config", path]).unwrap_err().to_string();
+        assert!(e.contains("tls_cert"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

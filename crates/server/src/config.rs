@@ -337,6 +337,20 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Redis scale-out; `None` for a single node.
     pub cluster: Option<crate::backplane::ClusterConfig>,
+    /// TLS on the listening port (`https://`, `wss://`); `None` for plain
+    /// TCP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the server's certificate and key are (PEM). Paths, not contents:
+/// the files are read at start and again on every reload (SIGHUP), so a
+/// renewed certificate is picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (Let's Encrypt's `fullchain.pem`).
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1; Let's Encrypt's `privkey.pem`).
+    pub key: std::path::PathBuf,
 }
 
 impl ServerConfig {
@@ -374,6 +388,7 @@ impl ServerConfig {
             loopback_only: false,
             metrics_token: None,
             cluster: None,
+            tls: None,
         }
     }
 
@@ -494,6 +509,10 @@ pub struct FileConfig {
     pub body_read_timeout: Option<u64>,
     /// Token `/metrics` asks for.
     pub metrics_token: Option<String>,
+    /// TLS certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM), with `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Trusted proxy networks.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,

@@ -16,6 +16,7 @@
 //! * [`web`] — the visitor page at `/` (the shared `ui/`) and the one-line
 //!   embed at `/whosin.js`.
 //! * [`webhooks`] — events for the site's backend, batched and retried.
+//! * [`tls`] — the certificate for `https://` and `wss://`, reloaded on SIGHUP.
 
 pub mod admission;
 pub mod app;
@@ -30,9 +31,10 @@ pub mod outbox;
 pub mod rest;
 pub mod server;
 pub mod shared;
+pub mod tls;
 pub mod web;
 pub mod webhooks;
 pub mod ws;
 
-pub use config::{AppConfig, ServerConfig};
+pub use config::{AppConfig, ServerConfig, TlsFiles};
 pub use server::{start, Running, StartError};

@@ -10,7 +10,8 @@ use crate::backplane::{Backplane, Local, RedisBackplane};
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 pub use crate::shared::Shared;
-use crate::ws::{self, Socket};
+use crate::tls::{Tls, TlsError};
+use crate::ws::{self, Socket, Stream};
 use crate::{auth_endpoint, connection, cors, rest, web};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -42,6 +43,9 @@ pub enum StartError {
     /// Redis could not be reached at start.
     #[error("{0}")]
     Cluster(String),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source} (is another server using the port? try --port 0 for a free one)")]
     Bind {
@@ -97,6 +101,9 @@ impl Running {
 /// Validates the configuration, binds, and starts serving in the background.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     config.validate()?;
+    // Before binding: a certificate that cannot be used stops the start
+    // without taking the port.
+    let tls = config.tls.as_ref().map(Tls::load).transpose()?;
     let addr = format!("{}:{}", config.host, config.port);
     let host = config.host.trim_start_matches('[').trim_end_matches(']');
     let listener = TcpListener::bind((host, config.port))
@@ -157,7 +164,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         live: std::sync::Mutex::new(Some(live)),
     });
     let router = router(shared.clone());
-    let task = tokio::spawn(accept_loop(listener, router, shared.clone(), shutdown));
+    if let Some(tls) = &tls {
+        crate::tls::reload_on_hangup(tls.clone(), shutdown.clone())?;
+        tracing::info!(
+            cert = %tls.files().cert.display(),
+            key = %tls.files().key.display(),
+            "TLS on: this port speaks https:// and wss:// only; SIGHUP re-reads the certificate"
+        );
+    }
+    let task = tokio::spawn(accept_loop(listener, router, shared.clone(), tls, shutdown));
     Ok(Running {
         addr: local,
         shared,
@@ -168,13 +183,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
 }
 
 /// Accepts TCP connections and serves HTTP/1.1 (with upgrades to WebSocket)
-/// on each, until shutdown. Written out rather than `axum::serve` for the
-/// header read timeout, which `axum::serve` does not offer: a half-sent
-/// handshake (slowloris) is dropped instead of holding a socket forever.
+/// on each, over TLS when `tls` is set, until shutdown. Written out rather
+/// than `axum::serve` for the header read timeout, which `axum::serve` does
+/// not offer: a half-sent handshake (slowloris) is dropped instead of
+/// holding a socket forever.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     shared: Arc<Shared>,
+    tls: Option<Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let header_read_timeout = shared.config.header_read_timeout;
@@ -195,8 +212,16 @@ async fn accept_loop(
         let router = router.clone();
         let shutdown = shutdown.clone();
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match first_bytes(&stream, header_read_timeout).await {
+            let mut stream = match tls {
+                None => Stream::from(stream),
+                Some(tls) => match tls.accept(stream, header_read_timeout).await {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            match first_bytes(&mut stream, header_read_timeout).await {
                 // Nothing within the header read timeout: not held.
                 None => {}
                 Some(true) => direct_websocket(stream, remote, shared).await,
@@ -222,7 +247,7 @@ async fn accept_loop(
 /// buffers and task). Anything else, including a first segment too short to
 /// tell, goes to hyper (`Some(false)`), which also serves `/app/` upgrades.
 /// `None` when nothing came within the header read timeout.
-async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Option<bool> {
+async fn first_bytes(stream: &mut Stream, header_read_timeout: Duration) -> Option<bool> {
     const PREFIX: &[u8] = b"GET /app/";
     let mut probe = [0u8; PREFIX.len()];
     match tokio::time::timeout(header_read_timeout, stream.peek(&mut probe)).await {
@@ -236,7 +261,7 @@ async fn first_bytes(stream: &TcpStream, header_read_timeout: Duration) -> Optio
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Opens a WebSocket without the HTTP stack and starts its connection task.
-async fn direct_websocket(stream: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
+async fn direct_websocket(stream: Stream, remote: SocketAddr, shared: Arc<Shared>) {
     // Boxed and in its own function: the handshake's buffers and headers
     // are freed before the connection's long life begins.
     let opened = Box::pin(direct_handshake(stream, remote, &shared)).await;
@@ -276,7 +301,7 @@ fn admit(
 /// Reads and checks the request head and answers 101, or answers with the
 /// error and returns `None`.
 async fn direct_handshake(
-    mut stream: TcpStream,
+    mut stream: Stream,
     remote: SocketAddr,
     shared: &Arc<Shared>,
 ) -> Option<(Socket, String, bool, crate::admission::Ticket)> {
@@ -341,6 +366,7 @@ async fn direct_handshake(
         accept.to_str().unwrap_or_default()
     );
     stream.write_all(head.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
     let leftover = buf[head_len..].to_vec();
     let socket = Socket::new(stream, leftover, shared.config.max_message_bytes);
     Some((socket, key, protocol_ok, ticket))
@@ -364,7 +390,7 @@ fn check_origin(shared: &Shared, key: &str, headers: &header::HeaderMap) -> Resu
 
 /// Answers a fast-path request with an error and closes.
 async fn reply(
-    mut stream: TcpStream,
+    mut stream: Stream,
     status: StatusCode,
     message: &str,
     headers: &[(header::HeaderName, String)],
@@ -375,17 +401,17 @@ async fn reply(
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+    // One write: head and body leave in one segment (one TLS record), so a
+    // client that reads the head once (tungstenite keeps only what came
+    // with it as the body) does not lose the message.
+    let response = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    // One write: a client that reads the head may not wait for a body
-    // that comes in a second segment.
-    let answer = head + &body;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(answer.as_bytes()).await?;
+        stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
     })
     .await;
@@ -394,7 +420,7 @@ async fn reply(
 /// Serves HTTP/1.1 (REST, auth, web page, and upgrades that did not take
 /// the fast path) on one connection until it ends or the server stops.
 async fn serve_http(
-    stream: TcpStream,
+    stream: Stream,
     remote: SocketAddr,
     router: Router,
     header_read_timeout: Duration,
@@ -511,7 +537,7 @@ async fn read_body_in_time(
 /// Opens a WebSocket on `/app/{key}` and hands it to a connection task.
 ///
 /// The upgrade is done by hand (see [`ws::handshake`]) so the task owns the
-/// plain `TcpStream`: its buffers are then only as large as the traffic.
+/// [`Stream`] itself: its buffers are then only as large as the traffic.
 async fn websocket(
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -559,7 +585,7 @@ async fn websocket(
             }
         };
         let Some(socket) = into_socket(upgraded, max) else {
-            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            tracing::error!("upgraded connection is not a whosin stream; dropping it");
             return;
         };
         open_socket(socket, shared, key, protocol_ok, ticket).await;
@@ -612,12 +638,12 @@ async fn open_socket(
     }
 }
 
-/// The plain TCP stream under an upgraded connection, with what hyper had
+/// The stream under an upgraded connection, with what hyper had
 /// read past the handshake. A separate function so that hyper's read buffer
 /// (8 KiB, which the leftover bytes point into) is freed here rather than
 /// held by the connection task for its whole life.
 fn into_socket(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let parts = upgraded.downcast::<TokioIo<Stream>>().ok()?;
     let leftover = parts.read_buf.to_vec();
     Some(Socket::new(parts.io.into_inner(), leftover, max_message))
 }

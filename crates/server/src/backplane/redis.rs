@@ -438,16 +438,18 @@ impl RedisBackplane {
             .set_response_timeout(Some(Duration::from_secs(1)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
+        // rediss:// trusts the system's roots; a private CA is added with
+        // SSL_CERT_FILE, which the hint says since that is the usual miss.
+        let hint = if config.redis_url.starts_with("rediss://") {
+            "is redis-server running with TLS on that port? its certificate must chain to a CA the system trusts, or to the one in SSL_CERT_FILE"
+        } else {
+            "is redis-server running?"
+        };
         let connect = || async {
             client
                 .get_connection_manager_with_config(manager_config.clone())
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot reach Redis at {}: {e} (is redis-server running?)",
-                        shown
-                    )
-                })
+                .map_err(|e| format!("cannot reach Redis at {shown}: {e} ({hint})"))
         };
         let events_con = connect().await?;
         let presence_con = connect().await?;

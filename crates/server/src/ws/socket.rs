@@ -1,5 +1,5 @@
-//! A server-side WebSocket over a plain `TcpStream`, with the buffers kept
-//! as small as the traffic allows.
+//! A server-side WebSocket over a [`Stream`] (plain TCP, or TLS), with the
+//! buffers kept as small as the traffic allows.
 //!
 //! Why not a general-purpose WebSocket type: an idle presence member is the
 //! common case, and a general type keeps a read buffer and a write buffer
@@ -10,11 +10,11 @@
 //! encoded-once broadcast bytes with one vectored write.
 
 use super::frame::{self, Decoder, Message, Step, WsError, OP_PONG, OP_TEXT};
+use super::stream::Stream;
 use crate::outbox::Frame;
 use std::io::{self, IoSlice};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Free space made in the read buffer before each read. Small: client
@@ -41,7 +41,7 @@ pub enum ReadError {
 /// One accepted WebSocket.
 #[derive(Debug)]
 pub struct Socket {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes received and not yet decoded, from `start`.
     buf: Vec<u8>,
     start: usize,
@@ -52,9 +52,9 @@ pub struct Socket {
 impl Socket {
     /// Wraps an upgraded stream; `leftover` is what the HTTP layer had
     /// already read past the handshake.
-    pub fn new(stream: TcpStream, leftover: Vec<u8>, max_message: usize) -> Socket {
+    pub fn new(stream: impl Into<Stream>, leftover: Vec<u8>, max_message: usize) -> Socket {
         Socket {
-            stream,
+            stream: stream.into(),
             buf: leftover,
             start: 0,
             decoder: Decoder::new(max_message),
@@ -154,14 +154,16 @@ impl Socket {
             }
             IoSlice::advance_slices(&mut rest, n);
         }
-        Ok(())
+        // TLS may hold written records back until flushed; a no-op on TCP.
+        self.stream.flush().await
     }
 
     /// Answers a ping.
     pub async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
         self.stream
             .write_all(&frame::control(OP_PONG, payload))
-            .await
+            .await?;
+        self.stream.flush().await
     }
 
     /// Sends a close frame, ends our side, and waits briefly for the
@@ -199,7 +201,7 @@ impl Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     async fn pair() -> (Socket, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
