@@ -3,6 +3,7 @@
 // server's auth endpoint. Either way the same View shows it.
 import { View } from './view.js';
 import { PresenceTransport } from './transport.js';
+import { clock, historyPath } from './chart.js';
 
 const view = new View();
 window.whosinView = view; // for tests and debugging
@@ -45,6 +46,43 @@ async function startWeb() {
   });
   window.whosinTransport = transport;
   transport.start();
+  startHistory(config.channel, view);
+}
+
+// The 24-hour chart: the server's per-minute history, fetched now and every
+// minute, with the live count drawn to the right edge as it changes.
+function startHistory(channel, view) {
+  const panel = document.getElementById('history-panel');
+  let points = [];
+  const draw = () => {
+    const count = Number(document.getElementById('count').textContent) || 0;
+    const now = Math.floor(Date.now() / 1000);
+    const { d, peak } = historyPath(points, { now, count });
+    document.getElementById('history-line').setAttribute('d', d);
+    document.getElementById('history-peak').textContent = peak
+      ? `Peak ${peak.value} at ${clock(peak.t)}`
+      : '';
+  };
+  const load = async () => {
+    try {
+      const r = await fetch(`history.json?channel=${encodeURIComponent(channel)}`);
+      if (!r.ok) return;
+      points = (await r.json()).points || [];
+      panel.hidden = false;
+      draw();
+    } catch { /* offline: the next minute tries again */ }
+  };
+  // Between fetches the live count is this minute's point, as the server
+  // records it (peak and last of the minute).
+  const live = (n) => {
+    const t = Math.floor(Date.now() / 60_000) * 60;
+    const p = points.find((q) => q.t === t);
+    if (p) { p.peak = Math.max(p.peak, n); p.last = n; } else points.push({ t, peak: n, last: n });
+    draw();
+  };
+  load();
+  setInterval(load, 60_000);
+  view.onCount = live;
 }
 
 async function startDesktop(tauri) {

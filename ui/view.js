@@ -41,6 +41,7 @@ export class View {
     document.title = `${n} online — whosin`;
     // "Nobody else is here yet" while the list holds no one but you.
     $('empty').hidden = [...this.items.keys()].some((id) => id !== this.meId);
+    if (this.onCount) this.onCount(n);
   }
 
   snapshot(me, members) {

@@ -105,3 +105,23 @@ test('1000 visitors at 360 px: updates touch only what changed, and nothing over
   assert.equal(result.overflow, false, 'no horizontal scrolling at 360 px');
   t.diagnostic(`150 incremental updates on a 1000-visitor list took ${result.ms.toFixed(1)} ms`);
 });
+
+test('the page charts the last 24 hours from the server history and the live count', async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const browser = await launch(t);
+  const a = await visitor(browser, server.baseUrl + '/');
+  await waitText(a.page, '#count', '1');
+  const b = await visitor(browser, server.baseUrl + '/');
+  await waitText(a.page, '#count', '2');
+  // The panel shows once history.json answered; the peak is the 2 so far.
+  await a.page.waitForSelector('#history-panel:not([hidden])', { timeout: 5_000 });
+  await waitText(a.page, '#history-peak', /^Peak [12] at \d\d:\d\d$/);
+  const d = await a.page.getAttribute('#history-line', 'd');
+  assert.match(d, /^M[\d.]+ [\d.]+( [HV][\d.]+)+$/, d);
+  // The live count moves the right edge: one leaves, the line ends lower.
+  await b.context.close();
+  await waitText(a.page, '#count', '1');
+  await a.page.waitForFunction((before) => document.getElementById('history-line').getAttribute('d') !== before, d);
+  assert.deepEqual(a.errors, []);
+});

@@ -246,3 +246,49 @@ test('two nodes, one Redis: counts and watchlists are cluster-wide', async (t) =
   await waitFor(() => offline.length === 1, { timeout: 10_000, what: 'bob offline on the other node' });
   assert.deepEqual(offline[0], ['bob']);
 });
+
+test('count history: the signed REST path and the page\'s history.json', async (t) => {
+  const server = await fresh(t);
+  const rest = restClient(server);
+  const a = await joinPresence(t, server, { visitorId: 'h-1' });
+  const b = await joinPresence(t, server, { visitorId: 'h-2' });
+  b.client.disconnect();
+  await waitFor(() => a.channel.members.count === 1, { what: 'b gone' });
+  const body = await restGet(rest, `/channels/${PRESENCE}/history`);
+  assert.equal(body.channel, PRESENCE);
+  assert.equal(body.resolution_s, 60);
+  assert.equal(body.count, 1);
+  const minute = Math.floor(Date.now() / 60_000) * 60;
+  const last = body.points.at(-1);
+  assert.ok(Math.abs(last.t - minute) <= 60, JSON.stringify(body));
+  assert.equal(last.peak, 2);
+  assert.equal(last.last, 1);
+  // The page's unsigned copy serves the signed channel only.
+  const page = await fetch(`${server.baseUrl}/history.json?channel=${PRESENCE}`).then((r) => r.json());
+  assert.deepEqual(page.points, body.points);
+  assert.equal((await fetch(`${server.baseUrl}/history.json?channel=presence-secret`)).status, 404);
+  // Unsigned REST is refused like every REST path; non-presence is a 400.
+  assert.equal((await fetch(`${server.baseUrl}/apps/${server.appId}/channels/${PRESENCE}/history`)).status, 401);
+  await assert.rejects(rest.get({ path: '/channels/public-x/history' }), (e) => e.status === 400);
+});
+
+test('two nodes, one Redis: a node started later serves the history it missed', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const one = await fresh(t, { extraArgs: ['--redis-url', redis.url, '--node-id', 'h1'] });
+  const app = { appId: one.appId, key: one.key, secret: one.secret };
+  const a = await joinPresence(t, one, { visitorId: 'h-a' });
+  await joinPresence(t, one, { visitorId: 'h-b' });
+  const c = await joinPresence(t, one, { visitorId: 'h-c' });
+  await waitFor(() => a.channel.members.count === 3);
+  c.client.disconnect();
+  await waitFor(() => a.channel.members.count === 2);
+  // The late node's own mirror will only ever see 2: a peak of 3 can come
+  // from Redis alone.
+  // The leader saves the newest minutes a couple of seconds after a change.
+  const late = await fresh(t, { app, extraArgs: ['--redis-url', redis.url, '--node-id', 'h9'] });
+  await waitFor(async () => {
+    const body = await restGet(restClient(late), `/channels/${PRESENCE}/history`);
+    return body.count === 2 && body.points.some((p) => p.peak === 3);
+  }, { timeout: 10_000, what: 'history from Redis on the late node' });
+});

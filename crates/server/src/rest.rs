@@ -363,6 +363,35 @@ pub async fn channel(
     ok(body)
 }
 
+/// `GET /apps/{id}/channels/{name}/history` (a whosin extension): the
+/// presence channel's member count over the last 24 hours, one point per
+/// minute in which it changed, and the count now.
+pub async fn history(
+    State(shared): State<Arc<Shared>>,
+    Path((app_id, channel)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+) -> ApiResult {
+    let app = authenticate(&shared, &app_id, &method, &uri, b"")?;
+    if ChannelKind::of(&channel) != ChannelKind::Presence {
+        return Err(ApiError::bad("history is kept for presence channels only"));
+    }
+    ok(history_json(&app, &channel).await)
+}
+
+/// The history answer shared by the REST path and the page's
+/// `/history.json`.
+pub async fn history_json(app: &crate::app::App, channel: &str) -> Value {
+    let points = app.history(channel).await;
+    let count = app.users(channel).map_or(0, |u| u.len());
+    json!({
+        "channel": channel,
+        "resolution_s": 60,
+        "count": count,
+        "points": points,
+    })
+}
+
 /// `GET /apps/{id}/channels/{name}/users`.
 pub async fn users(
     State(shared): State<Arc<Shared>>,

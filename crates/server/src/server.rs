@@ -464,6 +464,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apps/{app_id}/channels/{channel}", get(rest::channel))
         .route("/apps/{app_id}/channels/{channel}/users", get(rest::users))
         .route(
+            "/apps/{app_id}/channels/{channel}/history",
+            get(rest::history),
+        )
+        .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(rest::terminate),
         )
@@ -475,6 +479,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/", get(web::index))
         .route("/whosin.json", get(web::config))
+        .route("/history.json", get(web::history))
         .route("/whosin.js", get(web::embed_script))
         .route("/whosin-embed.css", get(web::embed_style))
         .route("/{file}", get(static_file))

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// The page's files, embedded at build time.
-const FILES: [(&str, &str, &str); 5] = [
+const FILES: [(&str, &str, &str); 6] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -35,6 +35,11 @@ const FILES: [(&str, &str, &str); 5] = [
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../../../ui/style.css"),
+    ),
+    (
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/chart.js"),
     ),
 ];
 
@@ -117,6 +122,39 @@ pub async fn index() -> Response {
     file("index.html").expect("index.html is embedded")
 }
 
+/// `GET /history.json?channel=NAME[&app_key=KEY]`: the page's chart. Only
+/// for a presence channel the app's auth endpoint signs, whose count anyone
+/// may see by joining; the signed REST path serves every channel.
+pub async fn history(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let app = match q.get("app_key") {
+        Some(k) => shared.app_by_key(k),
+        None => shared.apps.first(),
+    };
+    let Some(app) = app else {
+        return crate::rest::error(axum::http::StatusCode::NOT_FOUND, "unknown app_key");
+    };
+    let channel = q.get("channel").map(String::as_str).unwrap_or_default();
+    let public =
+        channel.starts_with("presence-") && app.config.auth_channels.iter().any(|c| c == channel);
+    if !public {
+        return crate::rest::error(
+            axum::http::StatusCode::NOT_FOUND,
+            "history.json serves the presence channels this server's auth endpoint signs; use the signed REST path /apps/{id}/channels/{name}/history for others",
+        );
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::rest::history_json(app, channel).await.to_string(),
+    )
+        .into_response()
+}
+
 /// `GET /whosin.json`: the first app's key and its first signed channel.
 pub async fn config(State(shared): State<Arc<Shared>>) -> Response {
     let app = &shared.apps[0].config;
@@ -147,6 +185,7 @@ mod tests {
             "view.js",
             "transport.js",
             "style.css",
+            "chart.js",
         ] {
             assert!(super::file(name).is_some(), "{name}");
         }

@@ -100,17 +100,27 @@ impl History {
     }
 }
 
-/// `mine` completed with the minutes of `stored` (read back from Redis)
-/// that it does not have, in time order.
-pub fn merge(mut mine: Vec<Point>, stored: Vec<Point>, now: u64) -> Vec<Point> {
-    let have: HashSet<u64> = mine.iter().map(|p| p.t).collect();
-    mine.extend(
-        stored
-            .into_iter()
-            .filter(|p| !have.contains(&p.t) && p.t + MINUTES * 60 > now),
-    );
-    mine.sort_by_key(|p| p.t);
-    mine
+/// `mine` completed with what `stored` (read back from Redis) knows, in
+/// time order: minutes only Redis has are added; for a minute both have,
+/// the peak is the higher one (a node that started mid-minute saw only part
+/// of it) and the last value is this node's (its own, newer).
+pub fn merge(mine: Vec<Point>, stored: Vec<Point>, now: u64) -> Vec<Point> {
+    let mut by_t: std::collections::BTreeMap<u64, Point> = stored
+        .into_iter()
+        .filter(|p| p.t + MINUTES * 60 > now)
+        .map(|p| (p.t, p))
+        .collect();
+    for p in mine {
+        let merged = match by_t.get(&p.t) {
+            Some(s) => Point {
+                peak: p.peak.max(s.peak),
+                ..p
+            },
+            None => p,
+        };
+        by_t.insert(p.t, merged);
+    }
+    by_t.into_values().collect()
 }
 
 #[cfg(test)]
@@ -206,7 +216,7 @@ mod tests {
                 },
                 Point {
                     t: 60 * 9,
-                    peak: 4,
+                    peak: 9,
                     last: 4
                 }
             ]

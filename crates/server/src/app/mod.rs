@@ -936,7 +936,7 @@ impl App {
 /// first change, it waits a little so that a busy channel is one write,
 /// and only the leader writes (every node's mirror has the same counts).
 async fn save_history(app: std::sync::Weak<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    const GATHER: std::time::Duration = std::time::Duration::from_secs(10);
+    const GATHER: std::time::Duration = std::time::Duration::from_secs(2);
     loop {
         let Some(a) = app.upgrade() else { return };
         tokio::select! {
