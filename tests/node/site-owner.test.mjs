@@ -252,6 +252,7 @@ test('count history: the signed REST path and the page\'s history.json', async (
   const rest = restClient(server);
   const a = await joinPresence(t, server, { visitorId: 'h-1' });
   const b = await joinPresence(t, server, { visitorId: 'h-2' });
+  await waitFor(() => a.channel.members.count === 2, { what: 'b seen' });
   b.client.disconnect();
   await waitFor(() => a.channel.members.count === 1, { what: 'b gone' });
   const body = await restGet(rest, `/channels/${PRESENCE}/history`);

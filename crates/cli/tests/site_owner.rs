@@ -149,3 +149,120 @@ async fn signed_post(port: u16, path: &str, body: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A webhook receiver on a free port: every POST's body, answered 200.
+async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body: Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or(Value::Null);
+                    store.lock().unwrap().push(body);
+                    buf.drain(..end + 4 + len);
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// A node that dies holding a member: the survivor (the leader) sends its
+/// `member_removed` once, after the node timeout and the grace period, and
+/// the member's `member_added` was sent once, by the node it joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_departures_are_sent_once_by_the_leader() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (hook, got) = hook_receiver().await;
+    let args = |node: &'static str| {
+        vec![
+            "--redis-url".to_owned(),
+            url.clone(),
+            "--node-id".to_owned(),
+            node.to_owned(),
+            "--node-timeout".to_owned(),
+            "2".to_owned(),
+            "--webhook".to_owned(),
+            hook.clone(),
+            "--webhook-grace-ms".to_owned(),
+            "300".to_owned(),
+        ]
+    };
+    let a1 = args("d1");
+    let one = ServerProcess::start(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let a2 = args("d2");
+    let mut two = ServerProcess::start(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let watcher = common::faults::Observer::join(one.port, "watcher").await;
+    let _doomed = common::faults::Observer::join(two.port, "doomed").await;
+    watcher
+        .roster_becomes(&["doomed", "watcher"], DEADLINE)
+        .await;
+    let events = |name: &str, user: &str| -> usize {
+        got.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["name"] == name && e["user_id"] == user)
+            .count()
+    };
+    // Its join was reported by its own node (what a node had not sent
+    // when it died is lost with it).
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while events("member_added", "doomed") == 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no member_added for doomed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    two.kill();
+    watcher.roster_becomes(&["watcher"], DEADLINE).await;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while events("member_removed", "doomed") == 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no member_removed for the dead node's member"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Settle past another grace period and batch: still once each.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(events("member_added", "doomed"), 1);
+    assert_eq!(events("member_removed", "doomed"), 1);
+    assert_eq!(events("member_added", "watcher"), 1);
+    assert_eq!(events("member_removed", "watcher"), 0);
+}

@@ -86,6 +86,8 @@ pub enum Signal {
 pub struct Hooks {
     tx: mpsc::Sender<Signal>,
     metrics: Arc<Metrics>,
+    /// When a full queue was last logged.
+    logged: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Hooks {
@@ -94,6 +96,14 @@ impl Hooks {
     pub fn signal(&self, s: Signal) {
         if self.tx.try_send(s).is_err() {
             self.metrics.webhook_dropped(1);
+            let now = Instant::now();
+            let mut last = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60)) {
+                *last = Some(now);
+                tracing::warn!(
+                    "webhook queue full ({QUEUE} events): events dropped (counted in whosin_webhook_events_dropped_total; logged once a minute)"
+                );
+            }
         }
     }
 }
@@ -137,6 +147,7 @@ pub fn start(
     let hooks = Hooks {
         tx,
         metrics: metrics.clone(),
+        logged: Arc::default(),
     };
     let pending = Pending {
         app_id: app_id.to_owned(),
