@@ -46,28 +46,39 @@ async function startWeb() {
   });
   window.whosinTransport = transport;
   transport.start();
-  startHistory(config.channel, view);
+  startHistory(async () => {
+    const r = await fetch(`history.json?channel=${encodeURIComponent(config.channel)}`);
+    return r.ok ? r.json() : null;
+  }, view);
 }
 
-// The 24-hour chart: the server's per-minute history, fetched now and every
-// minute, with the live count drawn to the right edge as it changes.
-function startHistory(channel, view) {
+// The 24-hour chart: per-minute history (the server's, or the desktop's own
+// database), fetched now and every minute, with the live count drawn to the
+// right edge as it changes. `fetchHistory` resolves to {points, peak?} (the
+// desktop gives today's peak; the page shows the peak of the 24 hours).
+function startHistory(fetchHistory, view) {
   const panel = document.getElementById('history-panel');
   let points = [];
+  let today = null;
   const draw = () => {
     const count = Number(document.getElementById('count').textContent) || 0;
     const now = Math.floor(Date.now() / 1000);
     const { d, peak } = historyPath(points, { now, count });
     document.getElementById('history-line').setAttribute('d', d);
-    document.getElementById('history-peak').textContent = peak
-      ? `Peak ${peak.value} at ${clock(peak.t)}`
-      : '';
+    const hour = historyPath(points, { now, count, span: 3600 });
+    document.getElementById('history-hour').setAttribute('d', hour.d);
+    if (today && count > today.value) today = { value: count, t: now };
+    const text = today
+      ? `Peak today ${today.value} at ${clock(today.t)}`
+      : peak ? `Peak ${peak.value} at ${clock(peak.t)}` : '';
+    document.getElementById('history-peak').textContent = text;
   };
   const load = async () => {
     try {
-      const r = await fetch(`history.json?channel=${encodeURIComponent(channel)}`);
-      if (!r.ok) return;
-      points = (await r.json()).points || [];
+      const h = await fetchHistory();
+      if (!h) return;
+      points = h.points || [];
+      today = h.peak || null;
       panel.hidden = false;
       draw();
     } catch { /* offline: the next minute tries again */ }
@@ -112,6 +123,7 @@ async function startDesktop(tauri) {
   });
   settingsButton.addEventListener('click', () => toggleSettings(invoke));
   document.getElementById('settings').addEventListener('submit', (ev) => saveSettings(ev, invoke));
+  startHistory(() => invoke('history'), view);
 }
 
 function applySnapshot(snap) {
@@ -140,6 +152,8 @@ async function toggleSettings(invoke) {
   form.channel.value = s.channel || '';
   form.notifications.checked = !!s.notifications;
   form.autostart.checked = !!s.autostart;
+  form.alert_at.value = s.alert_at ?? '';
+  form.alert_empty.checked = !!s.alert_empty;
 }
 
 async function saveSettings(ev, invoke) {
@@ -149,7 +163,12 @@ async function saveSettings(ev, invoke) {
   const remote = form.mode.value === 'remote'
     ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
     : null;
-  const settings = { name: form.name.value.trim(), channel: form.channel.value.trim() || null, notifications: form.notifications.checked, autostart: form.autostart.checked, remote };
+  const alertAt = parseInt(form.alert_at.value, 10);
+  const settings = {
+    name: form.name.value.trim(), channel: form.channel.value.trim() || null,
+    notifications: form.notifications.checked, autostart: form.autostart.checked, remote,
+    alert_at: Number.isInteger(alertAt) && alertAt > 0 ? alertAt : null, alert_empty: form.alert_empty.checked,
+  };
   try {
     await invoke('save_settings', { settings }); // a 'refresh' event follows
     err.hidden = true;

@@ -3,7 +3,9 @@
 //! tells the UI about every change through [`Ui`]. Kept free of Tauri types
 //! so it can be driven by tests with a recording `Ui`.
 
+use crate::alerts::{Alerts, Rule};
 use crate::embedded::Embedded;
+use crate::history::{minute_points, HistoryStore};
 use crate::settings::{Editable, Settings, Target};
 use crate::state::{DesktopState, Notice, Roster};
 use crate::tray::TrayModel;
@@ -20,6 +22,8 @@ pub trait Ui: Send + Sync + 'static {
     fn tray(&self, model: &TrayModel);
     /// Someone else joined or left (called only when notifications are on).
     fn notify(&self, _notice: &Notice) {}
+    /// A count alert the user asked for (plain text).
+    fn alert(&self, _text: &str) {}
     /// Turns start-at-login on or off.
     fn set_autostart(&self, _on: bool) -> Result<(), String> {
         Ok(())
@@ -31,6 +35,8 @@ pub trait Ui: Send + Sync + 'static {
 pub struct Options {
     /// Where settings.json lives.
     pub config_dir: PathBuf,
+    /// Where the count history database lives.
+    pub data_dir: PathBuf,
     /// Port the embedded server prefers.
     pub embedded_port: u16,
     /// Public IP lookup endpoints (empty: no lookup).
@@ -49,6 +55,50 @@ struct Inner {
     generation: u64,
     embedded: Option<Embedded>,
     tray: Option<TrayModel>,
+    /// Every count change, kept for the chart (`None` when the database
+    /// cannot be opened: the app works on without history).
+    history: Option<HistoryStore>,
+    /// The count alerts of the settings.
+    alerts: Alerts,
+    /// The count last recorded.
+    last_count: Option<u32>,
+}
+
+/// The history's name for the one site the app watches today.
+const SITE: &str = "default";
+/// Alerts of one kind are at most one per this long.
+const ALERT_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The start of today in the user's time zone, Unix milliseconds.
+fn day_start_ms() -> i64 {
+    use chrono::{Local, TimeZone};
+    let today = Local::now().date_naive();
+    today
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| Local.from_local_datetime(&t).earliest())
+        .map_or(now_ms() - 24 * 3_600_000, |t| t.timestamp_millis())
+}
+
+fn alert_rule(s: &Settings) -> Rule {
+    Rule {
+        at_least: s.alert_at,
+        when_empty: s.alert_empty,
+    }
+}
+
+/// Today's peak of the history, if it has one.
+fn peak_today(inner: &Inner) -> Option<u32> {
+    let h = inner.history.as_ref()?;
+    h.peak_since(SITE, day_start_ms(), now_ms())
+        .ok()
+        .flatten()
+        .map(|(v, _)| v)
 }
 
 impl Inner {
@@ -86,6 +136,19 @@ impl Controller {
     pub fn new(ui: Arc<dyn Ui>, options: Options) -> Result<Arc<Controller>, String> {
         let settings = Settings::load_or_create(&options.config_dir).map_err(|e| e.to_string())?;
         let ip = IpLookup::new(options.ip_lookup.clone());
+        let history = match HistoryStore::open(&options.data_dir.join("history.sqlite3")) {
+            Ok(h) => {
+                if let Err(e) = h.prune(now_ms()) {
+                    tracing::warn!("{e}");
+                }
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!("no count history this time: {e}");
+                None
+            }
+        };
+        let alerts = Alerts::new(alert_rule(&settings), ALERT_COOLDOWN);
         Ok(Arc::new(Controller {
             ui,
             options,
@@ -98,6 +161,9 @@ impl Controller {
                 generation: 0,
                 embedded: None,
                 tray: None,
+                history,
+                alerts,
+                last_count: None,
             }),
             emit_order: Mutex::new(()),
             tray_order: Mutex::new(()),
@@ -144,7 +210,66 @@ impl Controller {
     pub fn tray_model(&self) -> TrayModel {
         let inner = self.inner();
         let members = inner.roster().map(|r| r.1).unwrap_or_default();
-        TrayModel::of(&inner.state, &members)
+        TrayModel::of(&inner.state, &members, peak_today(&inner))
+    }
+
+    /// The chart's data: the last 24 hours as per-minute points (the same
+    /// shape as a whosin server's count history), today's peak and when.
+    pub fn history(&self) -> Value {
+        let inner = self.inner();
+        let now = now_ms();
+        let Some(h) = &inner.history else {
+            return json!({"points": [], "peak": null});
+        };
+        let changes = h
+            .changes(SITE, now - 24 * 3_600_000, now)
+            .inspect_err(|e| tracing::warn!("{e}"))
+            .unwrap_or_default();
+        let peak = h
+            .peak_since(SITE, day_start_ms(), now)
+            .ok()
+            .flatten()
+            .map(|(value, t)| json!({"value": value, "t": t / 1000}));
+        json!({"points": minute_points(&changes), "peak": peak})
+    }
+
+    /// Records a new count in the history and gives it to the alerts.
+    fn observe_count(&self) {
+        let alert = {
+            let mut inner = self.inner();
+            let live =
+                matches!(inner.state.conn, crate::state::Conn::Connected) && inner.state.joined;
+            let Some(n) = live
+                .then(|| inner.roster().map(|r| r.1.len() as u32))
+                .flatten()
+            else {
+                return;
+            };
+            if inner.last_count == Some(n) {
+                return;
+            }
+            inner.last_count = Some(n);
+            if let Some(h) = &inner.history {
+                if let Err(e) = h.record(SITE, now_ms(), n) {
+                    tracing::warn!("{e}");
+                }
+            }
+            let site = match &inner.settings.remote {
+                None => "This computer".to_owned(),
+                Some(r) => r
+                    .url
+                    .clone()
+                    .or_else(|| r.cluster.clone())
+                    .unwrap_or_else(|| "whosin".into()),
+            };
+            inner
+                .alerts
+                .observe(n, std::time::Instant::now())
+                .map(|a| a.text(&site))
+        };
+        if let Some(text) = alert {
+            self.ui.alert(&text);
+        }
     }
 
     /// Validates and applies new settings, then reconnects. Invalid settings
@@ -162,7 +287,14 @@ impl Controller {
         }
         next.save(&self.options.config_dir)
             .map_err(|e| e.to_string())?;
-        self.inner().settings = next;
+        {
+            let mut inner = self.inner();
+            if alert_rule(&next) != alert_rule(&inner.settings) {
+                inner.alerts = Alerts::new(alert_rule(&next), ALERT_COOLDOWN);
+                inner.last_count = None;
+            }
+            inner.settings = next;
+        }
         self.connect().await?;
         Ok(self.refresh_window())
     }
@@ -332,6 +464,7 @@ impl Controller {
                 self.ui.notify(&n);
             }
             self.keep_identity();
+            self.observe_count();
             self.refresh_tray();
         }
     }
@@ -364,7 +497,7 @@ impl Controller {
         let model = {
             let mut inner = self.inner();
             let members = inner.roster().map(|r| r.1).unwrap_or_default();
-            let model = TrayModel::of(&inner.state, &members);
+            let model = TrayModel::of(&inner.state, &members, peak_today(&inner));
             if inner.tray.as_ref() == Some(&model) {
                 return;
             }

@@ -6,9 +6,11 @@
 //! runtime wiring the client to the UI). This file is the Tauri shell:
 //! commands, events, window and tray behaviour.
 
+pub mod alerts;
 pub mod badge;
 pub mod controller;
 pub mod embedded;
+pub mod history;
 pub mod settings;
 pub mod state;
 pub mod tray;
@@ -59,6 +61,20 @@ impl<R: Runtime> Ui for TauriUi<R> {
         }
     }
 
+    fn alert(&self, text: &str) {
+        use tauri_plugin_notification::NotificationExt;
+        if let Err(e) = self
+            .app
+            .notification()
+            .builder()
+            .title("whosin")
+            .body(text)
+            .show()
+        {
+            tracing::debug!(error = %e, "could not show an alert");
+        }
+    }
+
     fn set_autostart(&self, on: bool) -> Result<(), String> {
         use tauri_plugin_autostart::ManagerExt;
         let launcher = self.app.autolaunch();
@@ -98,6 +114,12 @@ async fn save_settings(
     c.inner().clone().save_settings(settings).await
 }
 
+/// The chart's data: the last 24 hours per minute and today's peak.
+#[tauri::command]
+fn history(c: tauri::State<'_, Arc<Controller>>) -> Value {
+    c.history()
+}
+
 /// What the tray shows (for tests and diagnostics).
 #[tauri::command]
 fn tray_state(c: tauri::State<'_, Arc<Controller>>) -> TrayModel {
@@ -115,7 +137,7 @@ async fn quit<R: Runtime>(
     Ok(())
 }
 
-/// Startup options: `WHOSIN_CONFIG_DIR`, `WHOSIN_DESKTOP_PORT`,
+/// Startup options: `WHOSIN_CONFIG_DIR`, `WHOSIN_DATA_DIR`, `WHOSIN_DESKTOP_PORT`,
 /// `WHOSIN_IP_LOOKUP` (comma list, or `none`) override the defaults.
 fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
     let config_dir = std::env::var_os("WHOSIN_CONFIG_DIR")
@@ -132,8 +154,16 @@ fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let ip_lookup = whosin_client::visitor::ip_lookup_endpoints(&given);
+    // A given config dir (tests, portable setups) also holds the data,
+    // unless WHOSIN_DATA_DIR says otherwise.
+    let data_dir = std::env::var_os("WHOSIN_DATA_DIR")
+        .or_else(|| std::env::var_os("WHOSIN_CONFIG_DIR"))
+        .map(PathBuf::from)
+        .or_else(|| app.path().app_data_dir().ok())
+        .unwrap_or_else(|| config_dir.clone());
     Options {
         config_dir,
+        data_dir,
         embedded_port,
         ip_lookup,
     }
@@ -186,6 +216,7 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             get_settings,
             save_settings,
             tray_state,
+            history,
             quit
         ])
         .on_window_event(|window, event| {

@@ -59,6 +59,12 @@ pub struct Settings {
     /// Start with the desktop session (off by default).
     #[serde(default)]
     pub autostart: bool,
+    /// Notify when the count reaches this many (off by default).
+    #[serde(default)]
+    pub alert_at: Option<u32>,
+    /// Notify when everyone has left (off by default).
+    #[serde(default)]
+    pub alert_empty: bool,
     /// The embedded server's secret, made once. Never used in remote mode.
     pub embedded_secret: String,
 }
@@ -80,6 +86,12 @@ pub struct Editable {
     /// Start at login.
     #[serde(default)]
     pub autostart: bool,
+    /// Alert when the count reaches this many.
+    #[serde(default)]
+    pub alert_at: Option<u32>,
+    /// Alert when everyone has left.
+    #[serde(default)]
+    pub alert_empty: bool,
 }
 
 /// Where to connect, once validated.
@@ -171,6 +183,8 @@ impl Settings {
             remote: None,
             notifications: false,
             autostart: false,
+            alert_at: None,
+            alert_empty: false,
             embedded_secret: identity::new_visitor_id() + &identity::new_visitor_id(),
         }
     }
@@ -235,6 +249,8 @@ impl Settings {
             remote: self.remote.clone(),
             notifications: self.notifications,
             autostart: self.autostart,
+            alert_at: self.alert_at,
+            alert_empty: self.alert_empty,
         }
     }
 
@@ -258,6 +274,8 @@ impl Settings {
         });
         next.notifications = e.notifications;
         next.autostart = e.autostart;
+        next.alert_at = e.alert_at.filter(|n| *n > 0);
+        next.alert_empty = e.alert_empty;
         let target = next.target()?;
         Ok((next, target))
     }
@@ -320,6 +338,8 @@ mod tests {
             }),
             notifications: false,
             autostart: false,
+            alert_at: None,
+            alert_empty: false,
         }
     }
 

@@ -25,8 +25,11 @@ pub struct TrayModel {
     pub icon_text: String,
     /// Colour of the disc: online, waiting, offline.
     pub tone: &'static str,
-    /// Title beside the icon (macOS, some Linux desktops) and tooltip (Windows).
+    /// Title beside the icon (macOS, some Linux desktops).
     pub title: String,
+    /// The tooltip: "N online · peak M today" once the day has a peak
+    /// (Linux trays show no tooltip; the menu carries the peak too).
+    pub tooltip: String,
     /// Menu item labels, top to bottom (separators as "-").
     pub menu: Vec<String>,
     /// Whether the visitor is in the channel (the Join/Leave item).
@@ -34,8 +37,9 @@ pub struct TrayModel {
 }
 
 impl TrayModel {
-    /// The model for a state and the session's members.
-    pub fn of(s: &DesktopState, members: &[Member]) -> TrayModel {
+    /// The model for a state, the session's members and today's peak
+    /// (`None` before there is one).
+    pub fn of(s: &DesktopState, members: &[Member], peak_today: Option<u32>) -> TrayModel {
         let tone = match (&s.conn, s.joined) {
             (_, false) | (Conn::Disconnected { .. }, _) => Tone::Offline,
             (Conn::Connected, true) => Tone::Online,
@@ -54,7 +58,14 @@ impl TrayModel {
             (_, Some(n)) => format!("{n} online"),
             (_, None) => "Connecting…".to_owned(),
         };
+        let tooltip = match (count, peak_today) {
+            (Some(n), Some(p)) if s.joined => format!("{n} online · peak {p} today"),
+            _ => headline.clone(),
+        };
         let mut menu = vec![headline.clone()];
+        if let (Some(p), true) = (peak_today, s.joined) {
+            menu.push(format!("Peak today: {p}"));
+        }
         let names = s.names(members, MAX_NAMES);
         if !names.is_empty() && s.joined {
             menu.push("-".into());
@@ -76,6 +87,7 @@ impl TrayModel {
                 Tone::Offline => "offline",
             },
             title: headline,
+            tooltip,
             menu,
             joined: s.joined,
         }
@@ -125,7 +137,7 @@ pub fn create<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) -> tauri::Resul
         .icon(image(model))
         .menu(&menu(app, model)?)
         .title(&model.title)
-        .tooltip(&model.title)
+        .tooltip(&model.tooltip)
         .on_menu_event(|app, event| crate::on_menu(app, event.id().as_ref()))
         .build(app)?;
     Ok(())
@@ -139,7 +151,7 @@ pub fn update<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) {
     let result = (|| -> tauri::Result<()> {
         tray.set_icon(Some(image(model)))?;
         tray.set_title(Some(&model.title))?;
-        tray.set_tooltip(Some(&model.title))?;
+        tray.set_tooltip(Some(&model.tooltip))?;
         tray.set_menu(Some(menu(app, model)?))?;
         Ok(())
     })();
@@ -156,7 +168,7 @@ mod tests {
     #[test]
     fn model_follows_the_state() {
         let mut s = DesktopState::default();
-        assert_eq!(TrayModel::of(&s, &[]).title, "Connecting…");
+        assert_eq!(TrayModel::of(&s, &[], None).title, "Connecting…");
         s.apply(&Event::State(ConnectionState::Connected {
             socket_id: "1.1".into(),
         }));
@@ -170,7 +182,7 @@ mod tests {
             members: vec![me.clone()],
         });
         let mut members = vec![me];
-        let m = TrayModel::of(&s, &members);
+        let m = TrayModel::of(&s, &members, None);
         assert_eq!(
             (m.count, m.icon_text.as_str(), m.tone),
             (Some(1), "1", "online")
@@ -193,12 +205,12 @@ mod tests {
                 info: serde_json::json!({"name": format!("User {i:02}")}),
             });
         }
-        let m = TrayModel::of(&s, &members);
+        let m = TrayModel::of(&s, &members, None);
         assert_eq!(m.title, "13 online");
         assert_eq!(m.menu.iter().filter(|l| l.starts_with("User")).count(), 9);
         assert!(m.menu.contains(&"and 3 more".to_owned()));
         s.leave();
-        let m = TrayModel::of(&s, &members);
+        let m = TrayModel::of(&s, &members, None);
         assert_eq!(
             (m.count, m.tone, m.title.as_str()),
             (None, "offline", "Not joined")

@@ -16,6 +16,7 @@ struct Recorder {
     notices: Mutex<Vec<Notice>>,
     autostart: Mutex<Vec<bool>>,
     refuse_autostart: Mutex<bool>,
+    alerts: Mutex<Vec<String>>,
 }
 
 impl Ui for Recorder {
@@ -25,6 +26,9 @@ impl Ui for Recorder {
     fn tray(&self, _model: &TrayModel) {}
     fn notify(&self, notice: &Notice) {
         self.notices.lock().unwrap().push(notice.clone());
+    }
+    fn alert(&self, text: &str) {
+        self.alerts.lock().unwrap().push(text.to_owned());
     }
     fn set_autostart(&self, on: bool) -> Result<(), String> {
         if *self.refuse_autostart.lock().unwrap() {
@@ -74,6 +78,7 @@ async fn notifications_and_autostart_are_opt_in() {
         ui.clone(),
         Options {
             config_dir: dir.clone(),
+            data_dir: dir.clone(),
             embedded_port: port,
             ip_lookup: vec![],
         },
@@ -132,5 +137,86 @@ async fn notifications_and_autostart_are_opt_in() {
     assert!(err.contains("start at login"), "{err}");
     assert!(c.settings().autostart, "unchanged after the failure");
     c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every count change lands in the history database; the chart's points
+/// and today's peak come from it (also after a restart); an alert at 3
+/// fires once when the count reaches it, not again while it stays there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_kept_and_alerts_fire_on_crossings() {
+    let dir = std::env::temp_dir().join(format!("whosin-history-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = Options {
+        config_dir: dir.clone(),
+        data_dir: dir.join("data"),
+        embedded_port: port,
+        ip_lookup: vec![],
+    };
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(ui.clone(), options.clone()).unwrap();
+    c.start().await;
+    until("online alone", || {
+        c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
+    })
+    .await;
+    c.save_settings(edit(&c, |e| e.alert_at = Some(3)))
+        .await
+        .unwrap();
+    until("online again", || {
+        c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 1
+    })
+    .await;
+    let secret: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let v1 = visitor(port, &secret, "v1", "Vera");
+    let v2 = visitor(port, &secret, "v2", "Walt");
+    until("three", || c.snapshot()["count"] == 3).await;
+    until("the alert", || ui.alerts.lock().unwrap().len() == 1).await;
+    assert_eq!(
+        ui.alerts.lock().unwrap()[0],
+        "This computer: 3 online (your alert is at 3)"
+    );
+    v2.close();
+    until("two", || c.snapshot()["count"] == 2).await;
+    until("the history has the 2", || {
+        c.history()["points"]
+            .as_array()
+            .is_some_and(|p| p.last().is_some_and(|p| p["last"] == 2))
+    })
+    .await;
+    let h = c.history();
+    assert_eq!(h["peak"]["value"], 3, "{h}");
+    assert!(
+        h["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peak"] == 3),
+        "{h}"
+    );
+    assert!(
+        c.tray_model().tooltip.contains("peak 3 today"),
+        "{:?}",
+        c.tray_model()
+    );
+    assert_eq!(
+        ui.alerts.lock().unwrap().len(),
+        1,
+        "one alert for one crossing"
+    );
+    v1.close();
+    c.shutdown().await;
+    drop(c);
+    // A restart reads the same history back.
+    let c = Controller::new(Arc::new(Recorder::default()), options).unwrap();
+    assert_eq!(c.history()["peak"]["value"], 3);
+    assert!(dir.join("data").join("history.sqlite3").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
