@@ -5,10 +5,12 @@
 TAURI_PACKAGES=(libwebkit2gtk-4.1-dev build-essential curl wget file libxdo-dev libssl-dev
   libayatana-appindicator3-dev librsvg2-dev pkg-config)
 # What the tests add: a virtual display and session bus for the desktop app,
-# WebKitWebDriver for tauri-driver, Chromium for the web page, redis-server for
-# the cluster tests (each test starts its own on a free port; the service the
-# package may start is not used).
-TEST_PACKAGES=(xvfb xauth dbus-x11 webkit2gtk-driver chromium redis-server curl)
+# WebKitWebDriver for tauri-driver, Python's DBus bindings for the stand-in
+# tray host that reads the app's tray (tests/node/desktop/sni_watcher.py),
+# Chromium for the web page, redis-server for the cluster tests (each test
+# starts its own on a free port; the service the package may start is not
+# used).
+TEST_PACKAGES=(xvfb xauth dbus-x11 webkit2gtk-driver python3-dbus python3-gi chromium redis-server curl)
 
 # apt_need PKG...: installs the Debian packages that are not installed yet.
 apt_need() {

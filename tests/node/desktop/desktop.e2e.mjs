@@ -1,6 +1,7 @@
 // The desktop app end to end, as a user would see it: the real binary in a
 // real window (run this under `xvfb-run -a dbus-run-session`), driven through
-// tauri-driver and WebKitWebDriver with plain WebDriver HTTP calls.
+// tauri-driver and WebKitWebDriver with plain WebDriver HTTP calls. The tray
+// is read over DBus as a tray host would (tray.mjs, sni_watcher.py).
 //
 //   DESKTOP_BIN   the app (default target/debug/whosin-desktop)
 //   WHOSIN_BIN    the CLI, for a second visitor (default target/debug/whosin)
@@ -8,12 +9,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { whosinBin } from '../lib/server.mjs';
+import { startTrayWatcher } from './tray.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -75,7 +77,13 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   // A port of its own for WebKitWebDriver too: one left behind by an
   // earlier, interrupted run must not take this run's default (4445).
   const nativePort = await freePort();
-  const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none' };
+  // The tray's icon files go under XDG_RUNTIME_DIR (else a folder in /tmp
+  // that every run on the machine shares): one of this run's own.
+  const runtime = join(config, 'run');
+  mkdirSync(runtime, { mode: 0o700 });
+  const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none', XDG_RUNTIME_DIR: runtime };
+  // Before the app, so that its tray registers as soon as it is made.
+  const watcher = await startTrayWatcher(t);
   // The driver's output goes nowhere: a pipe would be inherited by the app
   // and keep this process waiting after the test.
   const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
@@ -92,6 +100,10 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const me = await wd.text('#me');
   assert.match(me, / — 127\.0\.0\.1$/);
   assert.equal((await wd.invoke('tray_state')).icon_text, '1');
+  const myName = me.replace(/ — 127\.0\.0\.1$/, '');
+  const alone = await trayShows(wd, watcher, 1, [myName]);
+  assert.ok(alone.IconName.startsWith(runtime), alone.IconName);
+  t.diagnostic(`StatusNotifierItem properties: ${Object.keys(alone).filter((k) => /^[A-Z]/.test(k)).join(', ')}`);
 
   // One instance at a time: a second start hands over to the first and exits.
   const second = spawn(DESKTOP, [], { env, stdio: 'ignore' });
@@ -112,6 +124,9 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const tray = await wd.invoke('tray_state');
   assert.equal(tray.icon_text, '2');
   assert.ok(tray.menu.includes('Terminal Visitor'), JSON.stringify(tray.menu));
+  const two = await trayShows(wd, watcher, 2, [myName, 'Terminal Visitor']);
+  assert.notEqual(two.IconName, alone.IconName, 'a new icon file for the new count');
+  assert.ok(!two.png.equals(alone.png), 'the icon for 2 differs from the icon for 1');
   writeFileSync(SCREENSHOT, await wd.screenshot());
 
   // The visitor leaves: 1 again, in the window and the tray.
@@ -121,4 +136,30 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const left = await wd.texts('#visitors li');
   assert.equal(left.length, 1);
   assert.ok(left[0].startsWith(me), JSON.stringify(left));
+  const again = await trayShows(wd, watcher, 1, [myName]);
+  assert.ok(!again.menu.includes('Terminal Visitor'), JSON.stringify(again.menu));
+  assert.notEqual(again.IconName, two.IconName, 'a new icon file for the new count');
+  assert.ok(again.png.equals(alone.png), 'the icon for 1 is drawn as before');
 });
+
+// Waits until the app's tray, read over DBus, shows `n` online: the label
+// beside the icon, the menu's first line and the given names in the menu,
+// the whole menu as the app's own model (tray_state) has it, and an icon file
+// that is a PNG. Returns the item with the icon's bytes as `png`.
+async function trayShows(wd, watcher, n, names) {
+  const headline = `${n} online`;
+  let last;
+  try {
+    return await waitFor(`the tray on DBus to show ${headline}`, async () => {
+      const [item, model] = [await watcher.item(), await wd.invoke('tray_state')];
+      last = { XAyatanaLabel: item?.XAyatanaLabel, menu: item?.menu, model: model.menu };
+      if (item?.XAyatanaLabel !== headline || item.menu[0] !== headline) return false;
+      if (!names.every((name) => item.menu.some((label) => label.startsWith(name)))) return false;
+      if (JSON.stringify(item.menu) !== JSON.stringify(model.menu)) return false;
+      const png = readFileSync(item.IconName);
+      return png.subarray(1, 4).toString() === 'PNG' && { ...item, png };
+    }, 10_000);
+  } catch (e) {
+    throw new Error(`${e.message}; last seen: ${JSON.stringify(last)}`);
+  }
+}
