@@ -121,7 +121,9 @@ fn menu<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) -> tauri::Result<Menu
         } else {
             id.to_owned()
         };
-        menu.append(&MenuItem::with_id(app, id, label, enabled, None::<&str>)?)?;
+        // `&` marks an access key in menu labels: doubled, a name keeps it.
+        let text = label.replace('&', "&&");
+        menu.append(&MenuItem::with_id(app, id, text, enabled, None::<&str>)?)?;
     }
     Ok(menu)
 }

@@ -114,17 +114,17 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
 
   // A visitor from the terminal, through the embedded server's auth endpoint.
   const visitor = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
-    '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Terminal Visitor', '--ip-lookup', 'none'],
+    '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Terminal & Visitor_1', '--ip-lookup', 'none'],
   { stdio: 'ignore' });
   t.after(() => visitor.kill('SIGKILL'));
   await waitFor('#count = 2', async () => (await wd.text('#count')) === '2');
   const names = await wd.texts('#visitors li');
   assert.equal(names.length, 2);
-  assert.ok(names.includes('Terminal Visitor — 127.0.0.1'), JSON.stringify(names));
+  assert.ok(names.includes('Terminal & Visitor_1 — 127.0.0.1'), JSON.stringify(names));
   const tray = await wd.invoke('tray_state');
   assert.equal(tray.icon_text, '2');
-  assert.ok(tray.menu.includes('Terminal Visitor'), JSON.stringify(tray.menu));
-  const two = await trayShows(wd, watcher, 2, [myName, 'Terminal Visitor']);
+  assert.ok(tray.menu.includes('Terminal & Visitor_1'), JSON.stringify(tray.menu));
+  const two = await trayShows(wd, watcher, 2, [myName, 'Terminal & Visitor_1']);
   assert.notEqual(two.IconName, alone.IconName, 'a new icon file for the new count');
   assert.ok(!two.png.equals(alone.png), 'the icon for 2 differs from the icon for 1');
   writeFileSync(SCREENSHOT, await wd.screenshot());
@@ -137,7 +137,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.equal(left.length, 1);
   assert.ok(left[0].startsWith(me), JSON.stringify(left));
   const again = await trayShows(wd, watcher, 1, [myName]);
-  assert.ok(!again.menu.includes('Terminal Visitor'), JSON.stringify(again.menu));
+  assert.ok(!again.menu.includes('Terminal & Visitor_1'), JSON.stringify(again.menu));
   assert.notEqual(again.IconName, two.IconName, 'a new icon file for the new count');
   assert.ok(again.png.equals(alone.png), 'the icon for 1 is drawn as before');
 });
