@@ -64,8 +64,6 @@ struct Inner {
     last_count: Option<u32>,
 }
 
-/// The history's name for the one site the app watches today.
-const SITE: &str = "default";
 /// Alerts of one kind are at most one per this long.
 const ALERT_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
@@ -87,15 +85,15 @@ fn day_start_ms() -> i64 {
 
 fn alert_rule(s: &Settings) -> Rule {
     Rule {
-        at_least: s.alert_at,
-        when_empty: s.alert_empty,
+        at_least: s.site().alert_at,
+        when_empty: s.site().alert_empty,
     }
 }
 
 /// Today's peak of the history, if it has one.
 fn peak_today(inner: &Inner) -> Option<u32> {
     let h = inner.history.as_ref()?;
-    h.peak_since(SITE, day_start_ms(), now_ms())
+    h.peak_since(&inner.settings.site().id, day_start_ms(), now_ms())
         .ok()
         .flatten()
         .map(|(v, _)| v)
@@ -221,12 +219,13 @@ impl Controller {
         let Some(h) = &inner.history else {
             return json!({"points": [], "peak": null});
         };
+        let site = &inner.settings.site().id;
         let changes = h
-            .changes(SITE, now - 24 * 3_600_000, now)
+            .changes(site, now - 24 * 3_600_000, now)
             .inspect_err(|e| tracing::warn!("{e}"))
             .unwrap_or_default();
         let peak = h
-            .peak_since(SITE, day_start_ms(), now)
+            .peak_since(site, day_start_ms(), now)
             .ok()
             .flatten()
             .map(|(value, t)| json!({"value": value, "t": t / 1000}));
@@ -250,18 +249,11 @@ impl Controller {
             }
             inner.last_count = Some(n);
             if let Some(h) = &inner.history {
-                if let Err(e) = h.record(SITE, now_ms(), n) {
+                if let Err(e) = h.record(&inner.settings.site().id, now_ms(), n) {
                     tracing::warn!("{e}");
                 }
             }
-            let site = match &inner.settings.remote {
-                None => "This computer".to_owned(),
-                Some(r) => r
-                    .url
-                    .clone()
-                    .or_else(|| r.cluster.clone())
-                    .unwrap_or_else(|| "whosin".into()),
-            };
+            let site = inner.settings.site().name.clone();
             inner
                 .alerts
                 .observe(n, std::time::Instant::now())

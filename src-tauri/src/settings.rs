@@ -35,6 +35,64 @@ pub struct Remote {
     pub auth_endpoint: String,
 }
 
+/// One site the app watches: a server and a presence channel on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    /// Stable id (the history's key); `default` for the first one.
+    pub id: String,
+    /// What the window and the tray call it.
+    pub name: String,
+    /// `None`: the embedded server on this computer.
+    #[serde(default)]
+    pub remote: Option<Remote>,
+    /// Presence channel; `None` for the default.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Notify when the count reaches this many (off by default).
+    #[serde(default)]
+    pub alert_at: Option<u32>,
+    /// Notify when everyone has left (off by default).
+    #[serde(default)]
+    pub alert_empty: bool,
+}
+
+/// The id of the first site, the one a fresh install and an older settings
+/// file get.
+pub const FIRST_SITE: &str = "default";
+
+impl Site {
+    /// The embedded server, joined as a visitor: a fresh install's site.
+    pub fn this_computer() -> Site {
+        Site {
+            id: FIRST_SITE.into(),
+            name: "This computer".into(),
+            remote: None,
+            channel: None,
+            alert_at: None,
+            alert_empty: false,
+        }
+    }
+
+    /// The channel to join.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+    }
+
+    /// A name for a site on `remote`: its host, or its Pusher cluster.
+    fn name_for(remote: &Option<Remote>) -> String {
+        match remote {
+            None => "This computer".into(),
+            Some(r) => r
+                .url
+                .as_deref()
+                .and_then(|u| u.split("://").nth(1))
+                .map(|rest| rest.split(['/', ':']).next().unwrap_or(rest).to_owned())
+                .or_else(|| r.cluster.as_ref().map(|c| format!("Pusher {c}")))
+                .unwrap_or_else(|| "Remote server".into()),
+        }
+    }
+}
+
 /// Everything stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -47,24 +105,29 @@ pub struct Settings {
     pub visitor_token: Option<String>,
     /// Display name: a random fake name made once, editable.
     pub name: String,
-    /// Presence channel; `None` for the default.
+    /// The sites watched, the first one at the top (never empty once
+    /// loaded: an older file's single site is migrated into it).
     #[serde(default)]
-    pub channel: Option<String>,
-    /// `None`: the embedded server on this computer.
+    pub sites: Vec<Site>,
+    /// The site the window shows (`None`: the first).
     #[serde(default)]
-    pub remote: Option<Remote>,
+    pub selected: Option<String>,
+    /// Files written before several sites had these four at the top level;
+    /// they are read once, moved into the first site, and not written again.
+    #[serde(default, skip_serializing)]
+    channel: Option<String>,
+    #[serde(default, skip_serializing)]
+    remote: Option<Remote>,
+    #[serde(default, skip_serializing)]
+    alert_at: Option<u32>,
+    #[serde(default, skip_serializing)]
+    alert_empty: bool,
     /// Notify when someone joins or leaves (off by default).
     #[serde(default)]
     pub notifications: bool,
     /// Start with the desktop session (off by default).
     #[serde(default)]
     pub autostart: bool,
-    /// Notify when the count reaches this many (off by default).
-    #[serde(default)]
-    pub alert_at: Option<u32>,
-    /// Notify when everyone has left (off by default).
-    #[serde(default)]
-    pub alert_empty: bool,
     /// The embedded server's secret, made once. Never used in remote mode.
     pub embedded_secret: String,
 }
@@ -179,12 +242,14 @@ impl Settings {
             visitor_id: identity::new_visitor_id(),
             visitor_token: None,
             name: identity::random_name(),
+            sites: vec![Site::this_computer()],
+            selected: None,
             channel: None,
             remote: None,
-            notifications: false,
-            autostart: false,
             alert_at: None,
             alert_empty: false,
+            notifications: false,
+            autostart: false,
             embedded_secret: identity::new_visitor_id() + &identity::new_visitor_id(),
         }
     }
@@ -201,8 +266,12 @@ impl Settings {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => match serde_json::from_str::<Settings>(&text) {
-                Ok(s) => {
+                Ok(mut s) => {
                     owner_only(&path);
+                    if s.migrate() {
+                        tracing::info!(path = %path.display(), "settings moved into the list of sites");
+                        s.save(dir)?;
+                    }
                     return Ok(s);
                 }
                 Err(e) => {
@@ -241,16 +310,58 @@ impl Settings {
         std::fs::rename(&tmp, &path).map_err(err)
     }
 
-    /// The editable part, for the settings panel.
+    /// Moves an older file's single site into `sites` (and makes sure
+    /// there is one); `true` when something changed and should be saved.
+    fn migrate(&mut self) -> bool {
+        if !self.sites.is_empty() {
+            return false;
+        }
+        let remote = self.remote.take();
+        self.sites.push(Site {
+            id: FIRST_SITE.into(),
+            name: Site::name_for(&remote),
+            remote,
+            channel: self.channel.take(),
+            alert_at: self.alert_at.take(),
+            alert_empty: std::mem::take(&mut self.alert_empty),
+        });
+        true
+    }
+
+    /// The site the window shows: the selected one, else the first.
+    pub fn site(&self) -> &Site {
+        let first = self.sites.first();
+        self.selected
+            .as_deref()
+            .and_then(|id| self.sites.iter().find(|s| s.id == id))
+            .or(first)
+            .unwrap_or_else(|| fallback_site())
+    }
+
+    fn site_mut(&mut self) -> &mut Site {
+        if self.sites.is_empty() {
+            self.sites.push(Site::this_computer());
+        }
+        let i = self
+            .selected
+            .as_deref()
+            .and_then(|id| self.sites.iter().position(|s| s.id == id))
+            .unwrap_or(0);
+        &mut self.sites[i]
+    }
+
+    /// The editable part, for the settings panel: the visitor and the
+    /// shown site.
     pub fn editable(&self) -> Editable {
+        let site = self.site();
         Editable {
             name: self.name.clone(),
-            channel: self.channel.clone(),
-            remote: self.remote.clone(),
+            channel: site.channel.clone(),
+            remote: site.remote.clone(),
             notifications: self.notifications,
             autostart: self.autostart,
-            alert_at: self.alert_at,
-            alert_empty: self.alert_empty,
+            alert_at: site.alert_at,
+            alert_empty: site.alert_empty,
         }
     }
 
@@ -259,11 +370,14 @@ impl Settings {
     pub fn with(&self, e: Editable) -> Result<(Settings, Target), SettingsError> {
         let mut next = self.clone();
         next.name = e.name.trim().to_owned();
-        next.channel = e
+        next.notifications = e.notifications;
+        next.autostart = e.autostart;
+        let site = next.site_mut();
+        site.channel = e
             .channel
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty());
-        next.remote = e.remote.map(|r| Remote {
+        site.remote = e.remote.map(|r| Remote {
             url: r.url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
             cluster: r
                 .cluster
@@ -272,25 +386,36 @@ impl Settings {
             key: r.key.trim().to_owned(),
             auth_endpoint: r.auth_endpoint.trim().to_owned(),
         });
-        next.notifications = e.notifications;
-        next.autostart = e.autostart;
-        next.alert_at = e.alert_at.filter(|n| *n > 0);
-        next.alert_empty = e.alert_empty;
+        site.alert_at = e.alert_at.filter(|n| *n > 0);
+        site.alert_empty = e.alert_empty;
         let target = next.target()?;
         Ok((next, target))
     }
 
-    /// The channel to join.
+    /// The channel to join on the shown site.
     pub fn channel(&self) -> &str {
-        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+        self.site().channel()
     }
 
-    /// Validates everything and says where to connect.
+    /// Validates the visitor and the shown site and says where to connect.
     pub fn target(&self) -> Result<Target, SettingsError> {
         visitor::check_name(&self.name).map_err(|e| match e {
             VisitorError::Name(m) => SettingsError::Name(m),
             other => SettingsError::Name(other.to_string()),
         })?;
+        self.site().target()
+    }
+}
+
+/// A site for the moment `sites` is empty (never, once loaded).
+fn fallback_site() -> &'static Site {
+    static SITE: std::sync::OnceLock<Site> = std::sync::OnceLock::new();
+    SITE.get_or_init(Site::this_computer)
+}
+
+impl Site {
+    /// Validates the site and says where to connect.
+    pub fn target(&self) -> Result<Target, SettingsError> {
         let channel = self.channel().to_owned();
         let parsed =
             ChannelName::parse(&channel).map_err(|e| SettingsError::Channel(e.to_string()))?;
@@ -372,7 +497,7 @@ mod tests {
             matches!(target, Target::Remote { ref endpoint, .. } if endpoint.port == 6001 && endpoint.key == "k")
         );
         assert_eq!(
-            next.remote.unwrap().url.as_deref(),
+            next.site().remote.clone().unwrap().url.as_deref(),
             Some("ws://example.org:6001")
         );
         let (_, t) = s
@@ -427,6 +552,58 @@ mod tests {
             (loaded.visitor_id, loaded.visitor_token),
             (fresh.visitor_id, None)
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_single_site_file_is_migrated_into_the_list_of_sites() {
+        let dir =
+            std::env::temp_dir().join(format!("whosin-settings-sites-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // What the app wrote before several sites.
+        let old = serde_json::json!({
+            "visitor_id": "v-old",
+            "name": "Ada",
+            "channel": "presence-shop",
+            "remote": {"url": "wss://shop.example:443", "key": "k", "auth_endpoint": "https://shop.example/pusher/auth"},
+            "alert_at": 5,
+            "notifications": true,
+            "embedded_secret": "s".repeat(32),
+        });
+        std::fs::write(Settings::path(&dir), old.to_string()).unwrap();
+        let s = Settings::load_or_create(&dir).unwrap();
+        assert_eq!(s.visitor_id, "v-old");
+        assert!(s.notifications);
+        assert_eq!(s.sites.len(), 1);
+        let site = &s.sites[0];
+        assert_eq!(
+            (site.id.as_str(), site.name.as_str()),
+            (FIRST_SITE, "shop.example")
+        );
+        assert_eq!(site.channel(), "presence-shop");
+        assert_eq!(site.alert_at, Some(5));
+        assert_eq!(site.remote.as_ref().unwrap().key, "k");
+        assert!(
+            matches!(s.target(), Ok(Target::Remote { ref channel, .. }) if channel == "presence-shop")
+        );
+        // Saved in the new shape: the old top-level fields are gone.
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Settings::path(&dir)).unwrap()).unwrap();
+        assert!(
+            saved.get("remote").is_none() && saved.get("channel").is_none(),
+            "{saved}"
+        );
+        assert_eq!(saved["sites"][0]["channel"], "presence-shop");
+        assert_eq!(
+            Settings::load_or_create(&dir).unwrap(),
+            s,
+            "stable once migrated"
+        );
+        // A fresh install: one site, this computer, joined as a visitor.
+        let fresh = Settings::fresh();
+        assert_eq!(fresh.sites, vec![Site::this_computer()]);
+        assert_eq!(fresh.site().name, "This computer");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
