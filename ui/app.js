@@ -93,6 +93,7 @@ function startHistory(fetchHistory, view) {
   };
   load();
   setInterval(load, 60_000);
+  window.whosinHistory = load;
   view.onCount = live;
 }
 
@@ -105,6 +106,8 @@ async function startDesktop(tauri) {
   const early = [];
   const onEvent = (e) => (e.event === 'refresh' ? applySnapshot(e.snapshot) : view.apply(e));
   await listen('presence', ({ payload }) => {
+    // The sites and their counts: not part of the shown site's sequence.
+    if (payload.event === 'sites') return renderSites(payload, invoke);
     if (base === null) early.push(payload);
     else if (payload.seq > base) onEvent(payload);
   });
@@ -124,6 +127,70 @@ async function startDesktop(tauri) {
   settingsButton.addEventListener('click', () => toggleSettings(invoke));
   document.getElementById('settings').addEventListener('submit', (ev) => saveSettings(ev, invoke));
   startHistory(() => invoke('history'), view);
+  renderSites(await invoke('sites'), invoke);
+  document.getElementById('add-site').addEventListener('submit', (ev) => addSite(ev, invoke));
+}
+
+// The sites list: one `li` per site with its count; the shown one marked;
+// a click shows another site (the window then gets that site's picture).
+function renderSites({ sites }, invoke) {
+  const panel = document.getElementById('sites-panel');
+  const list = document.getElementById('sites');
+  panel.hidden = sites.length < 2;
+  list.replaceChildren(...sites.map((s) => {
+    const li = document.createElement('li');
+    li.dataset.id = s.id;
+    li.classList.toggle('shown', s.shown);
+    const name = document.createElement('button');
+    name.type = 'button';
+    name.className = 'site-name';
+    name.textContent = s.name;
+    name.addEventListener('click', async () => {
+      if (s.shown) return;
+      await invoke('select_site', { id: s.id });
+      if (window.whosinHistory) window.whosinHistory();
+    });
+    const count = document.createElement('span');
+    count.className = 'site-count';
+    count.textContent = s.count == null ? '–' : String(s.count);
+    li.append(name, count);
+    if (sites.length > 1) {
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'site-remove';
+      remove.title = `Remove ${s.name}`;
+      remove.textContent = '×';
+      remove.addEventListener('click', () => invoke('remove_site', { id: s.id }));
+      li.append(remove);
+    }
+    return li;
+  }));
+  const select = document.querySelector('#settings select[name=tray_site]');
+  if (select) {
+    const current = sites.find((s) => !s.in_tray) ? (sites.find((s) => s.in_tray) || {}).id : '';
+    select.replaceChildren(new Option('all sites', ''), ...sites.map((s) => new Option(s.name, s.id)));
+    select.value = current || '';
+  }
+}
+
+async function addSite(ev, invoke) {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = document.getElementById('add-site-error');
+  const url = form.url.value.trim();
+  const cluster = form.cluster.value.trim();
+  const remote = url || cluster
+    ? { url: url || null, cluster: cluster || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
+    : null;
+  const site = { name: form.name.value.trim(), remote, channel: form.channel.value.trim() || null };
+  try {
+    await invoke('add_site', { site });
+    err.hidden = true;
+    form.reset();
+  } catch (e) {
+    err.textContent = String(e);
+    err.hidden = false;
+  }
 }
 
 function applySnapshot(snap) {
@@ -171,6 +238,7 @@ async function saveSettings(ev, invoke) {
   };
   try {
     await invoke('save_settings', { settings }); // a 'refresh' event follows
+    await invoke('set_tray_site', { id: form.tray_site.value || null });
     err.hidden = true;
     document.getElementById('settings-panel').hidden = true;
   } catch (e) {

@@ -7,9 +7,11 @@ use crate::alerts::{Alerts, Rule};
 use crate::embedded::Embedded;
 use crate::history::{minute_points, HistoryStore};
 use crate::settings::{Editable, Settings, Target};
+use crate::settings::{NewSite, Site};
 use crate::state::{DesktopState, Notice, Roster};
-use crate::tray::TrayModel;
+use crate::tray::{SiteLine, TrayModel};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use whosin_client::{Client, Events, IpLookup, Signing, Visitor, VisitorIdentity};
@@ -58,10 +60,30 @@ struct Inner {
     /// Every count change, kept for the chart (`None` when the database
     /// cannot be opened: the app works on without history).
     history: Option<HistoryStore>,
-    /// The count alerts of the settings.
-    alerts: Alerts,
-    /// The count last recorded.
-    last_count: Option<u32>,
+    /// Each site's count alerts, by site id (made on first use).
+    alerts: HashMap<String, Alerts>,
+    /// Each site's count as last recorded, by site id.
+    last_counts: HashMap<String, u32>,
+    /// The sites watched beside the shown one, for their counts.
+    others: Vec<Background>,
+    /// Bumped whenever `others` is replaced, so their pumps stop.
+    others_generation: u64,
+}
+
+/// A site watched beside the one the window shows: its client, joined as
+/// a visitor like the shown one, kept for its count.
+struct Background {
+    site: Site,
+    client: Client,
+    channel: String,
+}
+
+impl Background {
+    fn count(&self) -> Option<u32> {
+        self.client
+            .members(&self.channel)
+            .map(|(_, members)| members.len() as u32)
+    }
 }
 
 /// Alerts of one kind are at most one per this long.
@@ -83,11 +105,46 @@ fn day_start_ms() -> i64 {
         .map_or(now_ms() - 24 * 3_600_000, |t| t.timestamp_millis())
 }
 
-fn alert_rule(s: &Settings) -> Rule {
+fn alert_rule(s: &Site) -> Rule {
     Rule {
-        at_least: s.site().alert_at,
-        when_empty: s.site().alert_empty,
+        at_least: s.alert_at,
+        when_empty: s.alert_empty,
     }
+}
+
+/// A site's count now: the shown site's from the session, another's from
+/// its background client; `None` while it is not live.
+fn site_count(inner: &Inner, id: &str) -> Option<u32> {
+    if inner.settings.site().id == id {
+        return inner
+            .state
+            .live()
+            .then(|| inner.roster().map(|r| r.1.len() as u32))
+            .flatten();
+    }
+    inner
+        .others
+        .iter()
+        .find(|b| b.site.id == id)
+        .and_then(Background::count)
+}
+
+/// Every site as the tray lists it.
+fn site_lines(inner: &Inner) -> Vec<SiteLine> {
+    inner
+        .settings
+        .sites
+        .iter()
+        .map(|s| SiteLine {
+            name: s.name.clone(),
+            count: site_count(inner, &s.id),
+            in_tray: inner
+                .settings
+                .tray_site
+                .as_deref()
+                .is_none_or(|t| t == s.id),
+        })
+        .collect()
 }
 
 /// Today's peak of the history, if it has one.
@@ -146,7 +203,6 @@ impl Controller {
                 None
             }
         };
-        let alerts = Alerts::new(alert_rule(&settings), ALERT_COOLDOWN);
         Ok(Arc::new(Controller {
             ui,
             options,
@@ -160,8 +216,10 @@ impl Controller {
                 embedded: None,
                 tray: None,
                 history,
-                alerts,
-                last_count: None,
+                alerts: HashMap::new(),
+                last_counts: HashMap::new(),
+                others: Vec::new(),
+                others_generation: 0,
             }),
             emit_order: Mutex::new(()),
             tray_order: Mutex::new(()),
@@ -208,7 +266,7 @@ impl Controller {
     pub fn tray_model(&self) -> TrayModel {
         let inner = self.inner();
         let members = inner.roster().map(|r| r.1).unwrap_or_default();
-        TrayModel::of(&inner.state, &members, peak_today(&inner))
+        TrayModel::of(&inner.state, &members, peak_today(&inner)).with_sites(&site_lines(&inner))
     }
 
     /// The chart's data: the last 24 hours as per-minute points (the same
@@ -232,10 +290,11 @@ impl Controller {
         json!({"points": minute_points(&changes), "peak": peak})
     }
 
-    /// Records a new count in the history and gives it to the alerts.
+    /// Records the shown site's new count in the history and gives it to
+    /// its alerts.
     fn observe_count(&self) {
-        let alert = {
-            let mut inner = self.inner();
+        let (site, n) = {
+            let inner = self.inner();
             let live =
                 matches!(inner.state.conn, crate::state::Conn::Connected) && inner.state.joined;
             let Some(n) = live
@@ -244,24 +303,128 @@ impl Controller {
             else {
                 return;
             };
-            if inner.last_count == Some(n) {
+            (inner.settings.site().clone(), n)
+        };
+        self.counted(&site, n);
+    }
+
+    /// A site has `n` online: the history and the alerts hear of it once
+    /// per change.
+    fn counted(&self, site: &Site, n: u32) {
+        let alert = {
+            let mut inner = self.inner();
+            if inner.last_counts.get(&site.id) == Some(&n) {
                 return;
             }
-            inner.last_count = Some(n);
+            inner.last_counts.insert(site.id.clone(), n);
             if let Some(h) = &inner.history {
-                if let Err(e) = h.record(&inner.settings.site().id, now_ms(), n) {
+                if let Err(e) = h.record(&site.id, now_ms(), n) {
                     tracing::warn!("{e}");
                 }
             }
-            let site = inner.settings.site().name.clone();
             inner
                 .alerts
+                .entry(site.id.clone())
+                .or_insert_with(|| Alerts::new(alert_rule(site), ALERT_COOLDOWN))
                 .observe(n, std::time::Instant::now())
-                .map(|a| a.text(&site))
+                .map(|a| a.text(&site.name))
         };
         if let Some(text) = alert {
             self.ui.alert(&text);
         }
+    }
+
+    /// Every site with its count (`None` while it is not live), the shown
+    /// one marked: the window's `#sites` and the tray's menu.
+    pub fn sites(&self) -> Value {
+        let inner = self.inner();
+        let shown = inner.settings.site().id.clone();
+        let list: Vec<Value> = inner
+            .settings
+            .sites
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "name": s.name,
+                    "count": site_count(&inner, &s.id),
+                    "shown": s.id == shown,
+                    "in_tray": inner.settings.tray_site.as_deref().is_none_or(|t| t == s.id),
+                })
+            })
+            .collect();
+        json!({"sites": list, "tray_site": inner.settings.tray_site})
+    }
+
+    fn emit_sites(&self) {
+        let mut payload = self.sites();
+        payload["event"] = json!("sites");
+        self.ui.emit(&payload);
+    }
+
+    /// Shows site `id` in the window (and reconnects the sites around it).
+    pub async fn select_site(self: &Arc<Self>, id: &str) -> Result<Value, String> {
+        let next = {
+            let inner = self.inner();
+            if !inner.settings.sites.iter().any(|s| s.id == id) {
+                return Err(format!("no site {id:?}"));
+            }
+            let mut next = inner.settings.clone();
+            next.selected = Some(id.to_owned());
+            next
+        };
+        self.store(next).await
+    }
+
+    /// Adds a site; the error says what to fix.
+    pub async fn add_site(self: &Arc<Self>, site: NewSite) -> Result<Value, String> {
+        let (next, _id) = self
+            .inner()
+            .settings
+            .with_site(site)
+            .map_err(|e| e.to_string())?;
+        self.store(next).await
+    }
+
+    /// Removes a site (not the last one).
+    pub async fn remove_site(self: &Arc<Self>, id: &str) -> Result<Value, String> {
+        let next = self
+            .inner()
+            .settings
+            .without_site(id)
+            .map_err(|e| e.to_string())?;
+        self.store(next).await
+    }
+
+    /// Shows site `id`'s count in the tray, or (`None`) the total.
+    pub fn set_tray_site(&self, id: Option<String>) -> Result<Value, String> {
+        let next = {
+            let inner = self.inner();
+            if let Some(id) = &id {
+                if !inner.settings.sites.iter().any(|s| &s.id == id) {
+                    return Err(format!("no site {id:?}"));
+                }
+            }
+            let mut next = inner.settings.clone();
+            next.tray_site = id;
+            next
+        };
+        next.save(&self.options.config_dir)
+            .map_err(|e| e.to_string())?;
+        self.inner().settings = next;
+        self.refresh_tray();
+        self.emit_sites();
+        Ok(self.sites())
+    }
+
+    /// Saves new settings and reconnects every site.
+    async fn store(self: &Arc<Self>, next: Settings) -> Result<Value, String> {
+        next.save(&self.options.config_dir)
+            .map_err(|e| e.to_string())?;
+        self.inner().settings = next;
+        self.connect().await?;
+        self.refresh_window();
+        Ok(self.sites())
     }
 
     /// Validates and applies new settings, then reconnects. Invalid settings
@@ -281,9 +444,10 @@ impl Controller {
             .map_err(|e| e.to_string())?;
         {
             let mut inner = self.inner();
-            if alert_rule(&next) != alert_rule(&inner.settings) {
-                inner.alerts = Alerts::new(alert_rule(&next), ALERT_COOLDOWN);
-                inner.last_count = None;
+            let site = next.site();
+            if alert_rule(site) != alert_rule(inner.settings.site()) {
+                inner.alerts.remove(&site.id);
+                inner.last_counts.remove(&site.id);
             }
             inner.settings = next;
         }
@@ -330,6 +494,10 @@ impl Controller {
             if let Some(c) = inner.client.take() {
                 c.close();
             }
+            inner.others_generation += 1;
+            for b in inner.others.drain(..) {
+                b.client.close();
+            }
             inner.embedded.take()
         };
         if let Some(e) = embedded {
@@ -364,9 +532,37 @@ impl Controller {
         }
         self.refresh_tray();
 
-        let (visitor, channel) = match &target {
+        let (visitor, channel) = self.visitor_for(&settings, &target).await?;
+        let builder = visitor.client();
+        let (client, events) = builder.connect();
+        client.subscribe(&channel);
+        let generation = {
+            let mut inner = self.inner();
+            inner.state.me_id = Some(settings.visitor_id.clone());
+            // Only an auth endpoint answers with an id and token to keep.
+            inner.identity = matches!(visitor.signing, Signing::AuthEndpoint { .. })
+                .then(|| visitor.identity.clone());
+            inner.client = Some(client);
+            inner.channel = Some(channel);
+            inner.generation
+        };
+        let me = self.clone();
+        tokio::spawn(async move { me.pump(generation, events).await });
+        self.refresh_window();
+        self.connect_others().await;
+        Ok(())
+    }
+
+    /// Who joins `target` as this visitor, and on which channel: signed with
+    /// the embedded server's secret, or by the remote auth endpoint.
+    async fn visitor_for(
+        &self,
+        settings: &Settings,
+        target: &Target,
+    ) -> Result<(Visitor, String), String> {
+        Ok(match target {
             Target::Embedded { channel } => {
-                let port = self.embedded_port(&settings).await?;
+                let port = self.embedded_port(settings).await?;
                 let endpoint = whosin_client::Endpoint::parse(
                     &format!("ws://127.0.0.1:{port}"),
                     crate::settings::EMBEDDED_APP,
@@ -403,24 +599,77 @@ impl Controller {
                 };
                 (visitor, channel.clone())
             }
-        };
-        let builder = visitor.client();
-        let (client, events) = builder.connect();
-        client.subscribe(&channel);
-        let generation = {
+        })
+    }
+
+    /// (Re)connects the sites beside the shown one, each joined as this
+    /// visitor, for their counts.
+    async fn connect_others(self: &Arc<Self>) {
+        let (settings, generation) = {
             let mut inner = self.inner();
-            inner.state.me_id = Some(settings.visitor_id.clone());
-            // Only an auth endpoint answers with an id and token to keep.
-            inner.identity = matches!(visitor.signing, Signing::AuthEndpoint { .. })
-                .then(|| visitor.identity.clone());
-            inner.client = Some(client);
-            inner.channel = Some(channel);
-            inner.generation
+            inner.others_generation += 1;
+            for b in inner.others.drain(..) {
+                b.client.close();
+            }
+            (inner.settings.clone(), inner.others_generation)
         };
-        let me = self.clone();
-        tokio::spawn(async move { me.pump(generation, events).await });
-        self.refresh_window();
-        Ok(())
+        let shown = settings.site().id.clone();
+        for site in settings.sites.iter().filter(|s| s.id != shown) {
+            let target = match site.target() {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(site = %site.name, "site not watched: {e}");
+                    continue;
+                }
+            };
+            let (visitor, channel) = match self.visitor_for(&settings, &target).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(site = %site.name, "site not watched: {e}");
+                    continue;
+                }
+            };
+            let (client, events) = visitor.client().connect();
+            client.subscribe(&channel);
+            {
+                let mut inner = self.inner();
+                if inner.others_generation != generation {
+                    client.close();
+                    return;
+                }
+                inner.others.push(Background {
+                    site: site.clone(),
+                    client,
+                    channel,
+                });
+            }
+            let me = self.clone();
+            let id = site.id.clone();
+            tokio::spawn(async move { me.pump_other(generation, id, events).await });
+        }
+        self.emit_sites();
+    }
+
+    /// Follows a background site's count until its client is replaced.
+    async fn pump_other(self: Arc<Self>, generation: u64, id: String, mut events: Events) {
+        while events.recv().await.is_some() {
+            let counted = {
+                let inner = self.inner();
+                if inner.others_generation != generation {
+                    return;
+                }
+                inner
+                    .others
+                    .iter()
+                    .find(|b| b.site.id == id)
+                    .and_then(|b| Some((b.site.clone(), b.count()?)))
+            };
+            if let Some((site, n)) = counted {
+                self.counted(&site, n);
+            }
+            self.refresh_tray();
+            self.emit_sites();
+        }
     }
 
     /// The embedded server's port, starting it when needed.
@@ -431,7 +680,11 @@ impl Controller {
         let e = Embedded::ensure(&settings.embedded_secret, self.options.embedded_port).await?;
         let port = e.port;
         let mut inner = self.inner();
-        inner.state.address = Some(e.address());
+        // The window tells where others can join only when it shows this
+        // computer's site (a site in the background may start the server).
+        if inner.settings.site().remote.is_none() {
+            inner.state.address = Some(e.address());
+        }
         inner.embedded = Some(e);
         Ok(port)
     }
@@ -489,7 +742,8 @@ impl Controller {
         let model = {
             let mut inner = self.inner();
             let members = inner.roster().map(|r| r.1).unwrap_or_default();
-            let model = TrayModel::of(&inner.state, &members, peak_today(&inner));
+            let model = TrayModel::of(&inner.state, &members, peak_today(&inner))
+                .with_sites(&site_lines(&inner));
             if inner.tray.as_ref() == Some(&model) {
                 return;
             }

@@ -114,6 +114,42 @@ async fn save_settings(
     c.inner().clone().save_settings(settings).await
 }
 
+/// Every site with its count, the shown one marked.
+#[tauri::command]
+fn sites(c: tauri::State<'_, Arc<Controller>>) -> Value {
+    c.sites()
+}
+
+/// Shows another site in the window.
+#[tauri::command]
+async fn select_site(c: tauri::State<'_, Arc<Controller>>, id: String) -> Result<Value, String> {
+    c.inner().clone().select_site(&id).await
+}
+
+/// Adds a site; the error says what to fix.
+#[tauri::command]
+async fn add_site(
+    c: tauri::State<'_, Arc<Controller>>,
+    site: settings::NewSite,
+) -> Result<Value, String> {
+    c.inner().clone().add_site(site).await
+}
+
+/// Removes a site (not the last one).
+#[tauri::command]
+async fn remove_site(c: tauri::State<'_, Arc<Controller>>, id: String) -> Result<Value, String> {
+    c.inner().clone().remove_site(&id).await
+}
+
+/// The tray counts one site (`id`), or all of them (`null`).
+#[tauri::command]
+fn set_tray_site(
+    c: tauri::State<'_, Arc<Controller>>,
+    id: Option<String>,
+) -> Result<Value, String> {
+    c.set_tray_site(id)
+}
+
 /// The chart's data: the last 24 hours per minute and today's peak.
 #[tauri::command]
 fn history(c: tauri::State<'_, Arc<Controller>>) -> Value {
@@ -217,6 +253,11 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             save_settings,
             tray_state,
             history,
+            sites,
+            select_site,
+            add_site,
+            remove_site,
+            set_tray_site,
             quit
         ])
         .on_window_event(|window, event| {

@@ -112,6 +112,9 @@ pub struct Settings {
     /// The site the window shows (`None`: the first).
     #[serde(default)]
     pub selected: Option<String>,
+    /// The site whose count the tray shows (`None`: the total of all).
+    #[serde(default)]
+    pub tray_site: Option<String>,
     /// Files written before several sites had these four at the top level;
     /// they are read once, moved into the first site, and not written again.
     #[serde(default, skip_serializing)]
@@ -244,6 +247,7 @@ impl Settings {
             name: identity::random_name(),
             sites: vec![Site::this_computer()],
             selected: None,
+            tray_site: None,
             channel: None,
             remote: None,
             alert_at: None,
@@ -404,6 +408,85 @@ impl Settings {
             other => SettingsError::Name(other.to_string()),
         })?;
         self.site().target()
+    }
+}
+
+/// A new site as the window's "Add a site" form gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSite {
+    /// What to call it.
+    pub name: String,
+    /// `None`: this computer's embedded server (another channel on it).
+    #[serde(default)]
+    pub remote: Option<Remote>,
+    /// Presence channel; `None` for the default.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+impl Settings {
+    /// These settings with a new site added (checked first, with a message
+    /// that says what to fix); returns them and the new site's id.
+    pub fn with_site(&self, n: NewSite) -> Result<(Settings, String), SettingsError> {
+        let name = n.name.trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(SettingsError::Name(format!(
+                "a site needs a name of 1 to {MAX_NAME_CHARS} characters"
+            )));
+        }
+        let mut id = String::new();
+        for i in 1.. {
+            id = format!("site-{i}");
+            if !self.sites.iter().any(|s| s.id == id) {
+                break;
+            }
+        }
+        let site = Site {
+            id: id.clone(),
+            name: name.to_owned(),
+            remote: n.remote,
+            channel: n
+                .channel
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty()),
+            alert_at: None,
+            alert_empty: false,
+        };
+        site.target()?;
+        if self
+            .sites
+            .iter()
+            .any(|s| s.remote == site.remote && s.channel() == site.channel())
+        {
+            return Err(SettingsError::Channel(format!(
+                "{} is already watched on that server",
+                site.channel()
+            )));
+        }
+        let mut next = self.clone();
+        next.sites.push(site);
+        Ok((next, id))
+    }
+
+    /// These settings without site `id` (the last site cannot go).
+    pub fn without_site(&self, id: &str) -> Result<Settings, SettingsError> {
+        if self.sites.len() <= 1 {
+            return Err(SettingsError::Server(
+                "the last site cannot be removed; change its server in Settings instead".into(),
+            ));
+        }
+        let mut next = self.clone();
+        next.sites.retain(|s| s.id != id);
+        if next.selected.as_deref() == Some(id) {
+            next.selected = None;
+        }
+        if next.tray_site.as_deref() == Some(id) {
+            next.tray_site = None;
+        }
+        Ok(next)
     }
 }
 

@@ -36,7 +36,57 @@ pub struct TrayModel {
     pub joined: bool,
 }
 
+/// One site as the tray lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteLine {
+    /// Its name.
+    pub name: String,
+    /// Its count, `None` while it is not live.
+    pub count: Option<u32>,
+    /// Whether the tray's count includes it (all, or the chosen one).
+    pub in_tray: bool,
+}
+
 impl TrayModel {
+    /// With several sites: the icon shows the total of the sites the tray
+    /// counts (all by default, or the one chosen), and the menu lists every
+    /// site with its count under the headline. One site: unchanged.
+    pub fn with_sites(mut self, sites: &[SiteLine]) -> TrayModel {
+        if sites.len() < 2 {
+            return self;
+        }
+        let live: Vec<u32> = sites
+            .iter()
+            .filter(|s| s.in_tray)
+            .filter_map(|s| s.count)
+            .collect();
+        if !live.is_empty() {
+            let n = live.iter().sum::<u32>() as usize;
+            let headline = format!("{n} online");
+            self.count = Some(n);
+            self.icon_text = badge::label(Some(n));
+            self.tone = "online";
+            self.title = headline.clone();
+            self.tooltip = headline.clone();
+            if let Some(first) = self.menu.first_mut() {
+                *first = headline;
+            }
+        }
+        let lines = sites.iter().map(|s| {
+            let n = s
+                .count
+                .map_or("offline".to_owned(), |n| format!("{n} online"));
+            format!("{}: {n}", s.name)
+        });
+        let at = 1.min(self.menu.len());
+        let mut with: Vec<String> = self.menu[..at].to_vec();
+        with.extend(lines);
+        with.push("-".into());
+        with.extend(self.menu[at..].iter().cloned());
+        self.menu = with;
+        self
+    }
+
     /// The model for a state, the session's members and today's peak
     /// (`None` before there is one).
     pub fn of(s: &DesktopState, members: &[Member], peak_today: Option<u32>) -> TrayModel {
@@ -166,6 +216,45 @@ pub fn update<R: Runtime>(app: &AppHandle<R>, model: &TrayModel) {
 mod tests {
     use super::*;
     use whosin_client::{ConnectionState, Event};
+
+    #[test]
+    fn several_sites_show_their_total_and_a_line_each() {
+        let mut s = DesktopState::default();
+        s.apply(&Event::State(ConnectionState::Connected {
+            socket_id: "1.1".into(),
+        }));
+        s.joined = true;
+        let one = TrayModel::of(&s, &[], None);
+        let line = |name: &str, count, in_tray| SiteLine {
+            name: name.into(),
+            count,
+            in_tray,
+        };
+        assert_eq!(
+            one.clone().with_sites(&[line("Only", Some(0), true)]),
+            one,
+            "one site: as before"
+        );
+        let m = one.clone().with_sites(&[
+            line("Shop", Some(3), true),
+            line("Blog", Some(2), true),
+            line("Docs", None, true),
+        ]);
+        assert_eq!(m.count, Some(5));
+        assert_eq!(m.icon_text, "5");
+        assert_eq!(
+            &m.menu[..5],
+            [
+                "5 online",
+                "Shop: 3 online",
+                "Blog: 2 online",
+                "Docs: offline",
+                "-"
+            ]
+        );
+        let chosen = one.with_sites(&[line("Shop", Some(3), false), line("Blog", Some(2), true)]);
+        assert_eq!(chosen.count, Some(2));
+    }
 
     #[test]
     fn model_follows_the_state() {

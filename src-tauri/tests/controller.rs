@@ -220,3 +220,102 @@ async fn counts_are_kept_and_alerts_fire_on_crossings() {
     assert!(dir.join("data").join("history.sqlite3").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two sites (the embedded default and another channel on the same server):
+/// both joined, each with its count in `sites` and the tray's menu, the
+/// tray's icon the total (or one chosen site), a visitor seen on the site
+/// in the background, the window switching sites, removal back to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sites_are_watched_at_once() {
+    let dir = std::env::temp_dir().join(format!("whosin-sites-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(
+        ui.clone(),
+        Options {
+            config_dir: dir.clone(),
+            data_dir: dir.clone(),
+            embedded_port: port,
+            ip_lookup: vec![],
+        },
+    )
+    .unwrap();
+    c.start().await;
+    until("online alone", || {
+        c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
+    })
+    .await;
+    assert_eq!(c.sites()["sites"].as_array().unwrap().len(), 1);
+    let one_site_menu = c.tray_model().menu;
+    assert_eq!(one_site_menu[0], "1 online");
+
+    c.add_site(
+        serde_json::from_value(json!({"name": "Blog", "channel": "presence-blog"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let count_of = |i: usize| c.sites()["sites"][i]["count"].clone();
+    until("both sites live", || count_of(0) == 1 && count_of(1) == 1).await;
+    let secret: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let signer = LocalSigner::new("whosin", &secret)
+        .with_user(UserData::new("reader", json!({"name": "Reader"})));
+    let (reader, _events) =
+        Client::builder(Endpoint::parse(&format!("ws://127.0.0.1:{port}"), "whosin").unwrap())
+            .authorizer(signer)
+            .connect();
+    reader.subscribe("presence-blog");
+    until("the reader on the blog", || count_of(1) == 2).await;
+    until("the tray's total", || c.tray_model().count == Some(3)).await;
+    let menu = c.tray_model().menu;
+    assert!(
+        menu.contains(&"This computer: 1 online".to_owned()),
+        "{menu:?}"
+    );
+    assert!(menu.contains(&"Blog: 2 online".to_owned()), "{menu:?}");
+    assert!(
+        ui.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "sites"),
+        "the window hears of the sites"
+    );
+
+    // The tray counts one chosen site.
+    c.set_tray_site(Some("default".into())).unwrap();
+    assert_eq!(c.tray_model().count, Some(1));
+    c.set_tray_site(None).unwrap();
+
+    // The window shows the blog: its roster, its history.
+    c.select_site("site-1").await.unwrap();
+    until("the blog shown", || {
+        c.snapshot()["count"] == 2 && c.snapshot()["state"]["state"] == "connected"
+    })
+    .await;
+    assert_eq!(c.sites()["sites"][1]["shown"], true);
+    until("the blog's history", || c.history()["peak"]["value"] == 2).await;
+
+    // Back to one site: the tray as before.
+    c.remove_site("site-1").await.unwrap();
+    until("one site again", || {
+        c.sites()["sites"].as_array().unwrap().len() == 1 && c.snapshot()["count"] == 1
+    })
+    .await;
+    assert_eq!(c.tray_model().menu[0], "1 online");
+    assert!(!c.tray_model().menu.iter().any(|l| l.starts_with("Blog")));
+    assert!(c
+        .remove_site("default")
+        .await
+        .unwrap_err()
+        .contains("last site"));
+    reader.close();
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { whosinBin } from '../lib/server.mjs';
+import { startServer, whosinBin } from '../lib/server.mjs';
 import { startTrayWatcher } from './tray.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -127,7 +127,6 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const two = await trayShows(wd, watcher, 2, [myName, 'Terminal & Visitor_1']);
   assert.notEqual(two.IconName, alone.IconName, 'a new icon file for the new count');
   assert.ok(!two.png.equals(alone.png), 'the icon for 2 differs from the icon for 1');
-  writeFileSync(SCREENSHOT, await wd.screenshot());
 
   // The visitor leaves: 1 again, in the window and the tray.
   visitor.kill('SIGTERM');
@@ -140,6 +139,33 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.ok(!again.menu.includes('Terminal & Visitor_1'), JSON.stringify(again.menu));
   assert.notEqual(again.IconName, two.IconName, 'a new icon file for the new count');
   assert.ok(again.png.equals(alone.png), 'the icon for 1 is drawn as before');
+
+  // A second site: a whosin server elsewhere (here another port), joined
+  // through its auth endpoint, with a visitor of its own.
+  const shop = await startServer();
+  t.after(() => shop.stop());
+  const added = await wd.invoke('add_site', { site: {
+    name: 'Shop', channel: null,
+    remote: { url: `ws://127.0.0.1:${shop.port}`, key: shop.key, auth_endpoint: shop.authEndpoint },
+  } });
+  assert.ok(!added.error, JSON.stringify(added));
+  const shopper = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${shop.port}`, '--key', shop.key,
+    '--auth-endpoint', shop.authEndpoint, '--name', 'Shopper', '--ip-lookup', 'none'], { stdio: 'ignore' });
+  t.after(() => shopper.kill('SIGKILL'));
+  await waitFor('#sites lists both with their counts', async () => {
+    const rows = await wd.texts('#sites li');
+    return rows.length === 2 && rows[0].startsWith('This computer') && rows[0].includes('1')
+      && rows[1].startsWith('Shop') && rows[1].includes('2');
+  });
+  // The tray: the total of both, a line per site.
+  await trayShows(wd, watcher, 3, ['This computer: 1 online', 'Shop: 2 online']);
+  assert.equal(await wd.text('#count'), '1', 'the window still shows this computer');
+  // The window shows the shop: its count, its visitors.
+  await wd.invoke('select_site', { id: 'site-1' });
+  await waitFor('#count = 2 for the shop', async () => (await wd.text('#count')) === '2');
+  await waitFor('the shopper listed', async () => (await wd.texts('#visitors li')).some((v) => v.startsWith('Shopper')));
+  await waitFor('the chart drawn', async () => (await wd.text('#history-peak')).startsWith('Peak today'));
+  writeFileSync(SCREENSHOT, await wd.screenshot());
 });
 
 // Waits until the app's tray, read over DBus, shows `n` online: the label
