@@ -182,7 +182,7 @@ async function addSite(ev, invoke) {
   const remote = url || cluster
     ? { url: url || null, cluster: cluster || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
     : null;
-  const site = { name: form.name.value.trim(), remote, channel: form.channel.value.trim() || null };
+  const site = { name: form.name.value.trim(), remote, channel: form.channel.value.trim() || null, watch: form.watch.checked };
   try {
     await invoke('add_site', { site });
     err.hidden = true;
@@ -216,6 +216,8 @@ async function toggleSettings(invoke) {
   form.cluster.value = r.cluster || '';
   form.key.value = r.key || '';
   form.auth_endpoint.value = r.auth_endpoint || '';
+  form.observer_token.value = r.observer_token || '';
+  form.watch.checked = !!s.watch;
   form.channel.value = s.channel || '';
   form.notifications.checked = !!s.notifications;
   form.autostart.checked = !!s.autostart;
@@ -228,13 +230,14 @@ async function saveSettings(ev, invoke) {
   const form = ev.target;
   const err = document.getElementById('settings-error');
   const remote = form.mode.value === 'remote'
-    ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
+    ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim(), observer_token: form.observer_token.value.trim() || null }
     : null;
   const alertAt = parseInt(form.alert_at.value, 10);
   const settings = {
     name: form.name.value.trim(), channel: form.channel.value.trim() || null,
     notifications: form.notifications.checked, autostart: form.autostart.checked, remote,
     alert_at: Number.isInteger(alertAt) && alertAt > 0 ? alertAt : null, alert_empty: form.alert_empty.checked,
+    watch: form.watch.checked,
   };
   try {
     await invoke('save_settings', { settings }); // a 'refresh' event follows

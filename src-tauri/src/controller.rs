@@ -532,10 +532,13 @@ impl Controller {
         }
         self.refresh_tray();
 
-        let (visitor, channel) = self.visitor_for(&settings, &target).await?;
+        let (visitor, channel) = self
+            .visitor_for(&settings, settings.site(), &target)
+            .await?;
         let builder = visitor.client();
         let (client, events) = builder.connect();
         client.subscribe(&channel);
+        self.fill_gap(settings.site(), &visitor.endpoint, &channel);
         let generation = {
             let mut inner = self.inner();
             inner.state.me_id = Some(settings.visitor_id.clone());
@@ -555,9 +558,14 @@ impl Controller {
 
     /// Who joins `target` as this visitor, and on which channel: signed with
     /// the embedded server's secret, or by the remote auth endpoint.
+    ///
+    /// A site set to watch is joined as an observer (on whosin servers: it
+    /// sees everyone and is not counted): signed so with the embedded
+    /// server's secret, or given the remote server's owner token.
     async fn visitor_for(
         &self,
         settings: &Settings,
+        site: &Site,
         target: &Target,
     ) -> Result<(Visitor, String), String> {
         Ok(match target {
@@ -576,6 +584,7 @@ impl Controller {
                         secret: settings.embedded_secret.clone(),
                         info: json!({"name": settings.name, "ip": "127.0.0.1"}),
                     },
+                    watch: site.watch,
                 };
                 (visitor, channel.clone())
             }
@@ -593,9 +602,17 @@ impl Controller {
                     name: Some(settings.name.clone()),
                     signing: Signing::AuthEndpoint {
                         url: auth_endpoint.clone(),
-                        params: Vec::new(),
+                        params: site
+                            .remote
+                            .as_ref()
+                            .and_then(|r| r.observer_token.clone())
+                            .filter(|_| site.watch)
+                            .map(|t| ("observer_token".to_owned(), t))
+                            .into_iter()
+                            .collect(),
                         headers: Vec::new(),
                     },
+                    watch: site.watch,
                 };
                 (visitor, channel.clone())
             }
@@ -622,7 +639,7 @@ impl Controller {
                     continue;
                 }
             };
-            let (visitor, channel) = match self.visitor_for(&settings, &target).await {
+            let (visitor, channel) = match self.visitor_for(&settings, site, &target).await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(site = %site.name, "site not watched: {e}");
@@ -631,6 +648,7 @@ impl Controller {
             };
             let (client, events) = visitor.client().connect();
             client.subscribe(&channel);
+            self.fill_gap(site, &visitor.endpoint, &channel);
             {
                 let mut inner = self.inner();
                 if inner.others_generation != generation {
@@ -648,6 +666,39 @@ impl Controller {
             tokio::spawn(async move { me.pump_other(generation, id, events).await });
         }
         self.emit_sites();
+    }
+
+    /// Fills the time this app was not running with a remote whosin
+    /// server's count history (in the background; nothing when the server
+    /// has none).
+    fn fill_gap(self: &Arc<Self>, site: &Site, endpoint: &whosin_client::Endpoint, channel: &str) {
+        if site.remote.is_none() {
+            return;
+        }
+        let (me, site, endpoint, channel) = (
+            self.clone(),
+            site.id.clone(),
+            endpoint.clone(),
+            channel.to_owned(),
+        );
+        tokio::spawn(async move {
+            let Some(points) = crate::history::server_history(&endpoint, &channel).await else {
+                return;
+            };
+            let inner = me.inner();
+            let Some(h) = &inner.history else { return };
+            let from = match h.last_time(&site) {
+                Ok(Some(t)) => t - t.rem_euclid(60_000) + 60_000,
+                _ => now_ms() - 24 * 3_600_000,
+            };
+            match h.fill(&site, from, &points) {
+                Ok(n) if n > 0 => {
+                    tracing::info!(site = %site, minutes = n, "history filled from the server")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
     }
 
     /// Follows a background site's count until its client is replaced.

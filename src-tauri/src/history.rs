@@ -44,7 +44,7 @@ pub enum HistoryError {
 
 /// One minute of a site's count: its highest and its last value, and the
 /// minute's start (Unix seconds) — the server's history format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Point {
     /// The minute's start, Unix seconds.
     pub t: i64,
@@ -163,6 +163,17 @@ impl HistoryStore {
         Ok(true)
     }
 
+    /// When `site`'s newest row was written (Unix milliseconds).
+    pub fn last_time(&self, site: &str) -> Result<Option<i64>, HistoryError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(t) FROM counts WHERE site = ?1",
+                params![site],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))
+    }
+
     /// Deletes rows older than [`KEEP`] before `now_ms`; returns how many.
     pub fn prune(&self, now_ms: i64) -> Result<usize, HistoryError> {
         let cutoff = now_ms - KEEP.as_millis() as i64;
@@ -269,6 +280,42 @@ impl HistoryStore {
 fn unreachable_step(v: i32) -> &'static str {
     tracing::error!("no migration step from history schema version {v}");
     ""
+}
+
+/// A whosin server's count history of `channel` (its page's unsigned
+/// `/history.json`, served for the channels its auth endpoint signs); `None`
+/// when the server has none to give (not a whosin server, an older one, or
+/// unreachable), which is not an error: the gap just stays.
+pub async fn server_history(
+    endpoint: &whosin_client::Endpoint,
+    channel: &str,
+) -> Option<Vec<Point>> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        points: Vec<Point>,
+    }
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    let host = if endpoint.host.contains(':') {
+        format!("[{}]", endpoint.host)
+    } else {
+        endpoint.host.clone()
+    };
+    let url = format!(
+        "{scheme}://{host}:{}{}/history.json",
+        endpoint.port, endpoint.path
+    );
+    let answer = reqwest::Client::new()
+        .get(url)
+        .query(&[("channel", channel), ("app_key", endpoint.key.as_str())])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    let body = answer.text().await.ok()?;
+    serde_json::from_str::<Answer>(&body).ok().map(|a| a.points)
 }
 
 /// Per-minute points (peak and last of each minute with a change) from a

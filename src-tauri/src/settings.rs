@@ -33,6 +33,11 @@ pub struct Remote {
     /// The auth endpoint that signs the presence subscription.
     #[serde(default)]
     pub auth_endpoint: String,
+    /// A whosin server's owner token (its `observer_token`), with which its
+    /// auth endpoint signs this app as an observer when the site is set to
+    /// watch. Kept in the settings file (0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer_token: Option<String>,
 }
 
 /// One site the app watches: a server and a presence channel on it.
@@ -54,6 +59,10 @@ pub struct Site {
     /// Notify when everyone has left (off by default).
     #[serde(default)]
     pub alert_empty: bool,
+    /// Watch without being counted (whosin servers: this computer's, or a
+    /// remote one with its owner token); otherwise joined as a visitor.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// The id of the first site, the one a fresh install and an older settings
@@ -70,6 +79,7 @@ impl Site {
             channel: None,
             alert_at: None,
             alert_empty: false,
+            watch: false,
         }
     }
 
@@ -158,6 +168,9 @@ pub struct Editable {
     /// Alert when everyone has left.
     #[serde(default)]
     pub alert_empty: bool,
+    /// Watch the shown site without being counted.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// Where to connect, once validated.
@@ -328,6 +341,7 @@ impl Settings {
             channel: self.channel.take(),
             alert_at: self.alert_at.take(),
             alert_empty: std::mem::take(&mut self.alert_empty),
+            watch: false,
         });
         true
     }
@@ -366,6 +380,7 @@ impl Settings {
             autostart: self.autostart,
             alert_at: site.alert_at,
             alert_empty: site.alert_empty,
+            watch: site.watch,
         }
     }
 
@@ -389,9 +404,14 @@ impl Settings {
                 .filter(|c| !c.is_empty()),
             key: r.key.trim().to_owned(),
             auth_endpoint: r.auth_endpoint.trim().to_owned(),
+            observer_token: r
+                .observer_token
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
         });
         site.alert_at = e.alert_at.filter(|n| *n > 0);
         site.alert_empty = e.alert_empty;
+        site.watch = e.watch;
         let target = next.target()?;
         Ok((next, target))
     }
@@ -422,6 +442,9 @@ pub struct NewSite {
     /// Presence channel; `None` for the default.
     #[serde(default)]
     pub channel: Option<String>,
+    /// Watch without being counted.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 impl Settings {
@@ -454,6 +477,7 @@ impl Settings {
                 .filter(|c| !c.is_empty()),
             alert_at: None,
             alert_empty: false,
+            watch: n.watch,
         };
         site.target()?;
         if self
@@ -543,11 +567,13 @@ mod tests {
                 cluster: cluster.map(Into::into),
                 key: key.into(),
                 auth_endpoint: auth.into(),
+                observer_token: None,
             }),
             notifications: false,
             autostart: false,
             alert_at: None,
             alert_empty: false,
+            watch: false,
         }
     }
 

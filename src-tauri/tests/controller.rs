@@ -319,3 +319,110 @@ async fn several_sites_are_watched_at_once() {
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// "Watch without being counted": on this computer's server (signed with
+/// its secret) and on a remote whosin server (with its owner token), the
+/// app sees everyone and is not one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_can_be_watched_without_being_counted() {
+    let dir = std::env::temp_dir().join(format!("whosin-watch-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(
+        ui.clone(),
+        Options {
+            config_dir: dir.clone(),
+            data_dir: dir.clone(),
+            embedded_port: port,
+            ip_lookup: vec![],
+        },
+    )
+    .unwrap();
+    c.start().await;
+    until("online alone", || c.snapshot()["count"] == 1).await;
+    c.save_settings(edit(&c, |e| e.watch = true)).await.unwrap();
+    until("watching: nobody here", || {
+        c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0
+    })
+    .await;
+    let secret: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let v = visitor(port, &secret, "v1", "Vera");
+    until("Vera seen, the app not counted", || {
+        c.snapshot()["count"] == 1
+    })
+    .await;
+    assert_eq!(c.snapshot()["members"][0]["id"], "v1");
+    v.close();
+
+    // A remote whosin server with an owner token.
+    let mut app = whosin_server::AppConfig::new("shop", "shop-key", "shop-secret");
+    app.observer_token = Some("owner-7".into());
+    let remote = whosin_server::start(whosin_server::ServerConfig::single(app, 0))
+        .await
+        .unwrap();
+    let rport = remote.local_addr().port();
+    c.add_site(
+        serde_json::from_value(json!({
+            "name": "Shop",
+            "watch": true,
+            "remote": {
+                "url": format!("ws://127.0.0.1:{rport}"),
+                "key": "shop-key",
+                "auth_endpoint": format!("http://127.0.0.1:{rport}/pusher/auth"),
+            },
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Without the token the server refuses to sign an observer: set it.
+    c.select_site("site-1").await.unwrap();
+    let mut e = c.settings();
+    e.remote.as_mut().unwrap().observer_token = Some("owner-7".into());
+    c.save_settings(e).await.unwrap();
+    until("watching the shop", || {
+        c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0
+    })
+    .await;
+    let shopper = {
+        let signer = LocalSigner::new("shop-key", "shop-secret")
+            .with_user(UserData::new("s1", json!({"name": "Shopper"})));
+        let (cl, _e) = Client::builder(
+            Endpoint::parse(&format!("ws://127.0.0.1:{rport}"), "shop-key").unwrap(),
+        )
+        .authorizer(signer)
+        .connect();
+        cl.subscribe("presence-whosin");
+        cl
+    };
+    until("the shopper seen", || c.snapshot()["count"] == 1).await;
+    assert_eq!(
+        remote.shared().apps[0].users("presence-whosin"),
+        Some(vec!["s1".to_owned()]),
+        "the server counts the shopper only"
+    );
+    // The server's count history, as the app reads it to fill the time it
+    // was not running (the unsigned page copy of the signed REST path).
+    let ep = Endpoint::parse(&format!("ws://127.0.0.1:{rport}"), "shop-key").unwrap();
+    let points = whosin_desktop::history::server_history(&ep, "presence-whosin")
+        .await
+        .expect("a whosin server has a history");
+    assert!(points.iter().any(|p| p.peak == 1), "{points:?}");
+    assert!(
+        whosin_desktop::history::server_history(&ep, "presence-nobody-signs")
+            .await
+            .is_none(),
+        "a channel the server does not sign has no public history"
+    );
+    shopper.close();
+    c.shutdown().await;
+    remote.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

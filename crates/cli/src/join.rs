@@ -200,6 +200,7 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
         identity: whosin_client::VisitorIdentity::new(visitor_id, None),
         name: args.name.clone(),
         signing,
+        watch: false,
     };
     let builder = visitor
         .client()

@@ -77,6 +77,9 @@ pub struct UserData {
     pub id: String,
     /// The info shown to others, e.g. `{"name": "...", "ip": "..."}`.
     pub info: Value,
+    /// Watch without being counted: a whosin server's observer (see
+    /// [`UserData::watching`]).
+    pub observer: bool,
 }
 
 impl UserData {
@@ -85,12 +88,25 @@ impl UserData {
         UserData {
             id: id.into(),
             info,
+            observer: false,
         }
+    }
+
+    /// This user as an observer: on a whosin server it receives the roster
+    /// and every change but is never a member (other servers ignore the
+    /// flag and count it as a member).
+    pub fn watching(mut self) -> UserData {
+        self.observer = true;
+        self
     }
 
     /// The `channel_data` string for presence.
     pub fn channel_data(&self) -> String {
-        serde_json::json!({"user_id": self.id, "user_info": self.info}).to_string()
+        let mut v = serde_json::json!({"user_id": self.id, "user_info": self.info});
+        if self.observer {
+            v["observer"] = Value::Bool(true);
+        }
+        v.to_string()
     }
 }
 

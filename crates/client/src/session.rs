@@ -217,13 +217,15 @@ impl Session {
         match result {
             Ok(auth) => {
                 if let Some(data) = &auth.channel_data {
-                    let me = serde_json::from_str::<Value>(data).ok().and_then(|v| {
-                        match &v["user_id"] {
+                    // An observer is never in the roster: it has no "me".
+                    let me = serde_json::from_str::<Value>(data)
+                        .ok()
+                        .filter(|v| v["observer"] != Value::Bool(true))
+                        .and_then(|v| match &v["user_id"] {
                             Value::String(s) => Some(s.clone()),
                             Value::Number(n) => Some(n.to_string()),
                             _ => None,
-                        }
-                    });
+                        });
                     self.rosters
                         .entry(channel.to_owned())
                         .or_insert_with(|| PresenceRoster::new(None))

@@ -125,6 +125,10 @@ pub struct Visitor {
     pub name: Option<String>,
     /// Who signs.
     pub signing: Signing,
+    /// Watch without being counted (a whosin server's observer): signed
+    /// with the secret, the subscription says so itself; through an auth
+    /// endpoint, the caller adds the owner's `observer_token` parameter.
+    pub watch: bool,
 }
 
 impl Visitor {
@@ -145,6 +149,7 @@ impl Visitor {
     ///         params: vec![],
     ///         headers: vec![],
     ///     },
+    ///     watch: false,
     /// };
     /// let (client, _events) = visitor.client().connect();
     /// client.subscribe("presence-whosin");
@@ -153,10 +158,11 @@ impl Visitor {
     pub fn client(&self) -> ClientBuilder {
         let builder = Client::builder(self.endpoint.clone());
         match &self.signing {
-            Signing::Secret { secret, info } => builder.authorizer(
-                LocalSigner::new(&self.endpoint.key, secret)
-                    .with_user(UserData::new(self.identity.get().id, info.clone())),
-            ),
+            Signing::Secret { secret, info } => {
+                let user = UserData::new(self.identity.get().id, info.clone());
+                let user = if self.watch { user.watching() } else { user };
+                builder.authorizer(LocalSigner::new(&self.endpoint.key, secret).with_user(user))
+            }
             Signing::AuthEndpoint {
                 url,
                 params,
