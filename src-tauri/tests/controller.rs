@@ -363,7 +363,7 @@ async fn a_site_can_be_watched_without_being_counted() {
 
     // A remote whosin server with an owner token.
     let mut app = whosin_server::AppConfig::new("shop", "shop-key", "shop-secret");
-    app.observer_token = Some("owner-7".into());
+    app.observer_token = Some("owner-token-7".into());
     let remote = whosin_server::start(whosin_server::ServerConfig::single(app, 0))
         .await
         .unwrap();
@@ -386,7 +386,7 @@ async fn a_site_can_be_watched_without_being_counted() {
     // app is counted): give it the token.
     c.select_site("site-1").await.unwrap();
     let mut e = c.settings();
-    e.remote.as_mut().unwrap().observer_token = Some("owner-7".into());
+    e.remote.as_mut().unwrap().observer_token = Some("owner-token-7".into());
     c.save_settings(e).await.unwrap();
     until("watching the shop", || {
         c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0

@@ -516,3 +516,36 @@ async fn a_trickled_body_is_cut_off() {
     // Still serving.
     assert!(Raw::open(port, None, None).await.is_ok());
 }
+
+/// A visitor id is the app's, not one channel's: an id present in one
+/// signed channel, asked for bare for another, is answered with a fresh id
+/// (so its token cannot be had that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_present_in_one_channel_cannot_be_claimed_through_another() {
+    let server = ServerProcess::start(&["--channel", "presence-a", "--channel", "presence-b"]);
+    let port = server.port;
+    let http = reqwest::Client::new();
+    let post = |socket: String, channel: &'static str, id: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("http://127.0.0.1:{port}/pusher/auth"))
+                .form(&[
+                    ("socket_id", socket.as_str()),
+                    ("channel_name", channel),
+                    ("visitor_id", id),
+                ])
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+        }
+    };
+    let mut alice = Raw::open(port, None, None).await.unwrap();
+    let signed = post(alice.socket_id.clone(), "presence-a", "alice-2").await;
+    assert_eq!(signed["visitor_id"], "alice-2");
+    let ok = alice.subscribe_signed("presence-a", &signed).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    let other = post("1.9".into(), "presence-b", "alice-2").await;
+    assert_ne!(other["visitor_id"], "alice-2", "{other}");
+}

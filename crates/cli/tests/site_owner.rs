@@ -266,3 +266,60 @@ async fn a_dead_nodes_departures_are_sent_once_by_the_leader() {
     assert_eq!(events("member_added", "watcher"), 1);
     assert_eq!(events("member_removed", "watcher"), 0);
 }
+
+/// The leader itself leaving (a clean stop, its `Gone` heard at once): the
+/// next node speaks for its members' departures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_leaves_the_next_node_reports_its_departures() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (hook, got) = hook_receiver().await;
+    let args = |node: &'static str| {
+        vec![
+            "--redis-url".to_owned(),
+            url.clone(),
+            "--node-id".to_owned(),
+            node.to_owned(),
+            "--webhook".to_owned(),
+            hook.clone(),
+            "--webhook-grace-ms".to_owned(),
+            "300".to_owned(),
+        ]
+    };
+    let a = args("a-leader");
+    let mut leader = ServerProcess::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = args("b-next");
+    let next = ServerProcess::start(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    let watcher = common::faults::Observer::join(next.port, "watcher").await;
+    let _leaving = common::faults::Observer::join(leader.port, "leaving").await;
+    watcher
+        .roster_becomes(&["leaving", "watcher"], DEADLINE)
+        .await;
+    let events = |name: &str, user: &str| -> usize {
+        got.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["name"] == name && e["user_id"] == user)
+            .count()
+    };
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while events("member_added", "leaving") == 0 {
+        assert!(tokio::time::Instant::now() < until, "no member_added");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A heartbeat or two, so that both nodes know who leads.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    leader.terminate();
+    watcher.roster_becomes(&["watcher"], DEADLINE).await;
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while events("member_removed", "leaving") == 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the leader's member was never reported gone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(events("member_removed", "leaving"), 1);
+}

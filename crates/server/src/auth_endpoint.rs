@@ -220,7 +220,7 @@ fn authorize(
                 {
                     id.to_owned()
                 }
-                Some(id) if !app.is_present(channel, id) => id.to_owned(),
+                Some(id) if !app.is_present_anywhere(id) => id.to_owned(),
                 Some(id) => {
                     tracing::debug!(
                         visitor_id = id,

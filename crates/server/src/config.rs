@@ -419,6 +419,15 @@ impl ServerConfig {
                 whosin_protocol::ChannelName::parse(ch)
                     .map_err(|e| ConfigError::Invalid(format!("auth channel {ch:?}: {e}")))?;
             }
+            if a.observer_token
+                .as_deref()
+                .is_some_and(|t| t.trim().len() < 8)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "app {:?}: observer_token must be at least 8 characters (anyone who sends it watches unseen)",
+                    a.id
+                )));
+            }
             for w in &a.webhooks {
                 if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
                     return Err(ConfigError::Invalid(format!(

@@ -549,10 +549,18 @@ impl Handler {
                     .unwrap_or_default();
                 match (verified, user_id) {
                     (Ok(()), Some(user)) => {
+                        // Signing in again as the same user only replaces the
+                        // watchlist: the user never went offline.
                         if let Some(old) = self.signed_in.replace(user.clone()) {
-                            app.sign_out(self.outbox.id, &old);
+                            if old == user {
+                                app.rewatch(&self.outbox, &watchlist);
+                            } else {
+                                app.sign_out(self.outbox.id, &old);
+                                app.sign_in(&self.outbox, &user, &watchlist);
+                            }
+                        } else {
+                            app.sign_in(&self.outbox, &user, &watchlist);
                         }
-                        app.sign_in(&self.outbox, &user, &watchlist);
                         self.outbox
                             .send(Frame::from(server::signin_success(&user_data)));
                     }

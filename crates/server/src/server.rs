@@ -81,6 +81,13 @@ impl Running {
     /// Closes every connection with 4200, waits for them within the grace
     /// period, and stops accepting.
     pub async fn shutdown(self) {
+        // Before any connection closes: the departures that follow are the
+        // cluster's to report.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.shared.backplane.leaving(),
+        )
+        .await;
         for app in &self.shared.apps {
             app.begin_shutdown();
         }

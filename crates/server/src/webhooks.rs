@@ -169,6 +169,19 @@ pub struct Pending {
     metrics: Arc<Metrics>,
 }
 
+/// What the webhook task holds between signals.
+#[derive(Debug, Default)]
+struct Pending2 {
+    /// Removals waiting out the grace period, by (channel, user).
+    removed: HashMap<(String, String), Instant>,
+    /// Vacated channels waiting out the grace period.
+    vacated: HashMap<String, Instant>,
+    /// Channels occupied here, to check against the other nodes.
+    occupied: Vec<String>,
+    /// Events ready to send.
+    batch: Vec<Value>,
+}
+
 /// One receiver URL: the event types it takes and its batch queue.
 #[derive(Debug)]
 struct Route {
@@ -180,90 +193,134 @@ struct Route {
 impl Pending {
     /// Runs the app's webhook task until the server shuts down. Holds the
     /// app weakly: the app owns the sending side.
+    ///
+    /// Signals are taken in bursts (the queue is drained without waiting),
+    /// and what needs the cluster's view (is a channel occupied on another
+    /// node?) is asked once per burst for all its channels, so a slow Redis
+    /// slows the bursts, not each signal. At shutdown, removals still in
+    /// their grace period are sent at once: they happened.
     pub async fn run(mut self, app: Weak<App>, mut shutdown: watch::Receiver<bool>) {
-        let mut removed: HashMap<(String, String), Instant> = HashMap::new();
-        let mut vacated: HashMap<String, Instant> = HashMap::new();
-        let mut batch: Vec<Value> = Vec::new();
+        let mut st = Pending2::default();
         let mut flush_at: Option<Instant> = None;
         loop {
-            let next_due = removed.values().chain(vacated.values()).min().copied();
+            let next_due = st
+                .removed
+                .values()
+                .chain(st.vacated.values())
+                .min()
+                .copied();
             let wake = [next_due, flush_at].into_iter().flatten().min();
+            let mut stopping = false;
             tokio::select! {
                 s = self.rx.recv() => {
                     let Some(s) = s else { break };
-                    let Some(app) = app.upgrade() else { break };
-                    self.apply(&app, s, &mut removed, &mut vacated, &mut batch).await;
+                    self.apply(s, &mut st);
+                    for _ in 0..QUEUE {
+                        match self.rx.try_recv() {
+                            Ok(s) => self.apply(s, &mut st),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                _ = stopped(&mut shutdown) => break,
+                _ = stopped(&mut shutdown) => stopping = true,
+            }
+            let Some(app) = app.upgrade() else { break };
+            let now = if stopping {
+                Instant::now() + self.grace
+            } else {
+                Instant::now()
+            };
+            // Occupied here: news only if no other node had subscribers.
+            if !st.occupied.is_empty() {
+                let channels = std::mem::take(&mut st.occupied);
+                let elsewhere = app.occupied_elsewhere(&channels).await;
+                for (channel, e) in channels.into_iter().zip(elsewhere) {
+                    if !e {
+                        st.batch
+                            .push(json!({"name": "channel_occupied", "channel": channel}));
+                    }
+                }
+            }
+            let due: Vec<(String, String)> = st
+                .removed
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (channel, user) in due {
+                st.removed.remove(&(channel.clone(), user.clone()));
+                // Back on another node meanwhile: no removal.
+                if !app.is_present(&channel, &user) {
+                    st.batch
+                        .push(member_event("member_removed", &channel, &user));
+                }
+                if st.batch.len() >= MAX_BATCH {
+                    self.flush(&mut st.batch);
+                }
+            }
+            let due: Vec<String> = st
+                .vacated
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if !due.is_empty() {
+                for c in &due {
+                    st.vacated.remove(c);
+                }
+                let anywhere = app.occupied_anywhere(&due).await;
+                for (channel, occupied) in due.into_iter().zip(anywhere) {
+                    if !occupied {
+                        st.batch
+                            .push(json!({"name": "channel_vacated", "channel": channel}));
+                    }
+                }
+            }
+            drop(app);
+            if stopping {
+                break;
             }
             let now = Instant::now();
-            if let Some(app) = app.upgrade() {
-                let due: Vec<(String, String)> = removed
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for (channel, user) in due {
-                    removed.remove(&(channel.clone(), user.clone()));
-                    // Back on another node meanwhile: no removal.
-                    if !app.is_present(&channel, &user) {
-                        batch.push(member_event("member_removed", &channel, &user));
-                    }
-                }
-                let due: Vec<String> = vacated
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for channel in due {
-                    vacated.remove(&channel);
-                    if !app.is_occupied_anywhere(&channel).await {
-                        batch.push(json!({"name": "channel_vacated", "channel": channel}));
-                    }
-                }
-            }
-            if !batch.is_empty() && flush_at.is_none() {
+            if !st.batch.is_empty() && flush_at.is_none() {
                 flush_at = Some(now + BATCH_WINDOW);
             }
-            if flush_at.is_some_and(|at| at <= now) || batch.len() >= MAX_BATCH {
-                self.flush(&mut batch);
+            if flush_at.is_some_and(|at| at <= now) || st.batch.len() >= MAX_BATCH {
+                self.flush(&mut st.batch);
                 flush_at = None;
             }
         }
-        self.flush(&mut batch);
+        self.flush(&mut st.batch);
         tracing::debug!(app = %self.app_id, "webhook task stopped");
     }
 
-    async fn apply(
-        &self,
-        app: &App,
-        s: Signal,
-        removed: &mut HashMap<(String, String), Instant>,
-        vacated: &mut HashMap<String, Instant>,
-        batch: &mut Vec<Value>,
-    ) {
+    /// Takes one signal into the task's state, without waiting.
+    fn apply(&self, s: Signal, st: &mut Pending2) {
         let due = Instant::now() + self.grace;
         match s {
             Signal::Added { channel, user } => {
                 // Back within the grace period: neither event.
-                if removed.remove(&(channel.clone(), user.clone())).is_none() {
-                    batch.push(member_event("member_added", &channel, &user));
+                if st
+                    .removed
+                    .remove(&(channel.clone(), user.clone()))
+                    .is_none()
+                {
+                    st.batch.push(member_event("member_added", &channel, &user));
                 }
             }
             Signal::Removed { channel, user } => {
-                removed.insert((channel, user), due);
+                st.removed.insert((channel, user), due);
             }
             Signal::Occupied(channel) => {
-                if vacated.remove(&channel).is_none() && !app.is_occupied_elsewhere(&channel).await
-                {
-                    batch.push(json!({"name": "channel_occupied", "channel": channel}));
+                // Re-occupied within the grace period: neither event.
+                if st.vacated.remove(&channel).is_none() {
+                    st.occupied.push(channel);
                 }
             }
             Signal::Vacated(channel) => {
-                vacated.insert(channel, due);
+                st.vacated.insert(channel, due);
             }
-            Signal::Now(event) => batch.push(event),
+            Signal::Now(event) => st.batch.push(event),
         }
     }
 

@@ -42,6 +42,16 @@ pub(crate) async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             .backplane
             .remote_occupancy(&app.config.id, &channels)
             .await;
+        if remote.is_none() && app.backplane.shares() {
+            // Redis could not be asked: this node's count alone is not the
+            // total. Look again next round.
+            recheck = channels.into_iter().map(|c| (c, usize::MAX)).collect();
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
         let local = app.local_subscriptions(&channels);
         let mut next = HashMap::new();
         let mut send = Vec::new();

@@ -120,6 +120,8 @@ pub struct App {
     /// Where webhook signals go, once [`App::spawn_tasks`] started the
     /// app's webhook task (apps without receivers have none).
     hooks: std::sync::OnceLock<Hooks>,
+    /// Other nodes shutting down (see [`App::remote_leaving`]).
+    departing: Mutex<HashSet<Arc<str>>>,
 }
 
 impl App {
@@ -135,6 +137,7 @@ impl App {
             counts_wake: tokio::sync::Notify::new(),
             history_wake: tokio::sync::Notify::new(),
             hooks: std::sync::OnceLock::new(),
+            departing: Mutex::new(HashSet::new()),
         }
     }
 
@@ -197,22 +200,32 @@ impl App {
         }
     }
 
-    /// Whether another node has subscribers of `channel`.
-    pub(crate) async fn is_occupied_elsewhere(&self, channel: &str) -> bool {
-        let channels = [channel.to_owned()];
-        self.backplane
-            .remote_occupancy(&self.config.id, &channels)
+    /// For each of `channels`, whether another node has subscribers (one
+    /// query for all; `false` when nothing is shared or Redis cannot be
+    /// asked).
+    pub(crate) async fn occupied_elsewhere(&self, channels: &[String]) -> Vec<bool> {
+        match self
+            .backplane
+            .remote_occupancy(&self.config.id, channels)
             .await
-            .is_some_and(|v| v.first().is_some_and(|n| *n > 0))
+        {
+            Some(v) => channels
+                .iter()
+                .enumerate()
+                .map(|(i, _)| v.get(i).is_some_and(|n| *n > 0))
+                .collect(),
+            None => vec![false; channels.len()],
+        }
     }
 
-    /// Whether any node has subscribers of `channel`.
-    pub(crate) async fn is_occupied_anywhere(&self, channel: &str) -> bool {
-        let here = self
-            .local_subscriptions(&[channel.to_owned()])
-            .first()
-            .is_some_and(|n| *n > 0);
-        here || self.is_occupied_elsewhere(channel).await
+    /// For each of `channels`, whether any node has subscribers.
+    pub(crate) async fn occupied_anywhere(&self, channels: &[String]) -> Vec<bool> {
+        let here = self.local_subscriptions(channels);
+        let elsewhere = self.occupied_elsewhere(channels).await;
+        here.iter()
+            .zip(elsewhere)
+            .map(|(n, e)| *n > 0 || e)
+            .collect()
     }
 
     /// Marks a channel's subscription count as changed.
@@ -439,12 +452,26 @@ impl App {
     /// signs a bare visitor id, so that an id seen in the roster cannot be
     /// used to appear as someone who is here.
     pub fn is_present(&self, channel: &str, user: &str) -> bool {
-        self.state()
-            .table
-            .channels
-            .get(channel)
-            .and_then(|c| c.presence.as_ref())
-            .is_some_and(|p| p.members.contains(user))
+        self.present_in(Some(channel), user)
+    }
+
+    /// Whether `user` is present in any presence channel of the app (a
+    /// visitor id is the app's, not one channel's: the auth endpoint gives
+    /// its token only for an id nobody holds anywhere).
+    pub fn is_present_anywhere(&self, user: &str) -> bool {
+        self.present_in(None, user)
+    }
+
+    fn present_in(&self, channel: Option<&str>, user: &str) -> bool {
+        let state = self.state();
+        let mut channels = state.table.channels.iter().filter(|(name, _)| {
+            name.as_str() != ONLINE && channel.is_none_or(|c| c == name.as_str())
+        });
+        channels.any(|(_, c)| {
+            c.presence
+                .as_ref()
+                .is_some_and(|p| p.members.contains(user))
+        })
     }
 
     /// Removes a connection from a channel, announcing `member_removed` when
@@ -562,6 +589,22 @@ impl App {
                 &state.watchers,
                 &mut state.history,
             );
+            // A shutting-down node's departures: the leader reports them.
+            if matches!(change, Change::Removed { .. })
+                && channel_name != ONLINE
+                && self.backplane.is_leader()
+                && self
+                    .departing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(node)
+            {
+                self.hook(|| Signal::Removed {
+                    channel: channel_name.to_owned(),
+                    user: change.user_id().to_owned(),
+                });
+                self.hook(|| Signal::Vacated(channel_name.to_owned()));
+            }
         }
         table.forget_if_empty(channel_name);
     }
@@ -577,6 +620,21 @@ impl App {
     /// this mirror, whose webhooks the node that caused them has sent.
     fn replace_remote(&self, node: &Arc<str>, holds: Vec<Hold>, node_died: bool) {
         let speaks = node_died && self.backplane.is_leader();
+        if node_died {
+            // Its subscribers are gone from every total: recount.
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let names: Vec<String> = state
+                .table
+                .channels
+                .iter()
+                .filter(|(_, c)| !c.subscribers.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in names {
+                self.mark_count(state, &n);
+            }
+        }
         let mut wanted: HashMap<String, HashMap<String, Arc<str>>> = HashMap::new();
         for (channel, user, info) in holds {
             if tracks_presence(&channel) {
@@ -618,6 +676,9 @@ impl App {
                         channel: name.clone(),
                         user: change.user_id().to_owned(),
                     });
+                    // Its subscribers went too: vacated, if nobody is left
+                    // anywhere when the grace period ends.
+                    self.hook(|| Signal::Vacated(name.clone()));
                 }
             }
         }
@@ -644,9 +705,22 @@ impl App {
         table.forget_all_empty();
     }
 
+    /// Another node is shutting down: the departures it announces next are
+    /// reported here when this node leads (the node itself says nothing).
+    pub fn remote_leaving(&self, node: &Arc<str>) {
+        self.departing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.clone());
+    }
+
     /// Another node is gone: it holds nobody any more (a snapshot of nothing).
     pub fn remote_gone(&self, node: &Arc<str>) {
         self.replace_remote(node, Vec::new(), true);
+        self.departing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
     }
 
     /// Hands the backplane everything this node holds, to replace what the
@@ -884,6 +958,30 @@ impl App {
         }
     }
 
+    /// A signed-in connection's new watchlist (a second sign-in as the same
+    /// user), told at once which of them are online.
+    pub fn rewatch(&self, outbox: &Outbox, watchlist: &[String]) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        state.watchers.watch(outbox, watchlist);
+        let Some(p) = state
+            .table
+            .channels
+            .get(ONLINE)
+            .and_then(|c| c.presence.as_ref())
+        else {
+            return;
+        };
+        let here: Vec<&str> = watchlist
+            .iter()
+            .map(String::as_str)
+            .filter(|u| p.members.contains(u))
+            .collect();
+        if !here.is_empty() {
+            outbox.send(Frame::from(server::watchlist_events(true, &here)));
+        }
+    }
+
     /// Forgets a connection's sign-in: watchers of the user learn it is
     /// offline when this was its last connection anywhere.
     pub fn sign_out(&self, conn: u64, user_id: &str) {
@@ -993,6 +1091,11 @@ pub async fn dispatch(apps: Vec<Arc<App>>, mut inbound: mpsc::Receiver<Inbound>)
             Inbound::Gone { node } => {
                 for a in &apps {
                     a.remote_gone(&node);
+                }
+            }
+            Inbound::Leaving { node } => {
+                for a in &apps {
+                    a.remote_leaving(&node);
                 }
             }
             Inbound::Republish { app } => {

@@ -87,10 +87,19 @@ pub trait Backplane: Send + Sync + Debug {
     /// nothing is shared or Redis cannot be asked.
     fn history_load<'a>(&'a self, app: &'a str, channel: &'a str) -> Query<'a, Option<Vec<Point>>>;
 
+    /// Whether anything is shared (a cluster): a query answered `None`
+    /// then means Redis could not be asked, not that there is nothing.
+    fn shares(&self) -> bool;
+
     /// Whether this node speaks for the cluster where one node must (the
     /// webhooks of a dead node's departures): the live node with the
     /// smallest id. Always `true` on a single node.
     fn is_leader(&self) -> bool;
+
+    /// Called once when the server begins to shut down, before it closes
+    /// its connections: tells the others that the departures it announces
+    /// next come from its shutdown (their webhooks are the others' to send).
+    fn leaving(&self) -> Query<'_, ()>;
 
     /// Called once when the server stops accepting, after its connections
     /// closed: leave the cluster, telling the others at once.
@@ -124,11 +133,17 @@ impl Backplane for Local {
     fn is_leader(&self) -> bool {
         true
     }
+    fn shares(&self) -> bool {
+        false
+    }
     fn history_save(&self, _: &str, _: Vec<(String, Point)>) -> Query<'_, ()> {
         Box::pin(std::future::ready(()))
     }
     fn history_load<'a>(&'a self, _: &'a str, _: &'a str) -> Query<'a, Option<Vec<Point>>> {
         Box::pin(std::future::ready(None))
+    }
+    fn leaving(&self) -> Query<'_, ()> {
+        Box::pin(std::future::ready(()))
     }
     fn depart(&self) -> Query<'_, ()> {
         Box::pin(std::future::ready(()))
@@ -173,6 +188,12 @@ pub enum Inbound {
         node: Arc<str>,
         /// What it holds.
         holds: Vec<Hold>,
+    },
+    /// Node `node` is shutting down: the departures it announces next are
+    /// reported (webhooks) by this cluster's leader.
+    Leaving {
+        /// The node.
+        node: Arc<str>,
     },
     /// Node `node` is gone (dead, or left): it holds nobody any more.
     Gone {

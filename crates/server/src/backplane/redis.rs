@@ -289,6 +289,10 @@ enum BusMessage {
     /// Node `n` left the cluster.
     #[serde(rename = "gone")]
     Gone { n: String },
+    /// Node `n` is shutting down: the departures it announces next are
+    /// the cluster's news (it says nothing of them itself).
+    #[serde(rename = "leaving")]
+    Leaving { n: String },
     /// Node `n` is alive (sent with every heartbeat): a bus that hears
     /// nothing, not even these, is dead and is opened again.
     #[serde(rename = "beat")]
@@ -370,6 +374,9 @@ pub struct RedisBackplane {
     /// Whether this node had the smallest id among the live nodes at the
     /// last heartbeat (see [`Backplane::is_leader`]).
     leader: AtomicBool,
+    /// The live nodes of the last heartbeat, so that a node that leaves or
+    /// dies is taken out at once (the leader may be the one that went).
+    live: std::sync::Mutex<Vec<String>>,
     metrics: Arc<Metrics>,
     scripts: Scripts,
     inbound: mpsc::Sender<Inbound>,
@@ -474,6 +481,7 @@ impl RedisBackplane {
             reader,
             healthy: AtomicBool::new(true),
             leader: AtomicBool::new(false),
+            live: std::sync::Mutex::new(Vec::new()),
             metrics,
             scripts: Scripts::new(),
             inbound,
@@ -940,6 +948,25 @@ impl RedisBackplane {
                 self.node_gone(mirror, Arc::from(n)).await;
                 return;
             }
+            BusMessage::Leaving { n } => {
+                if n == self.config.node_id {
+                    return;
+                }
+                let rest: Vec<String> = self
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|l| **l != n)
+                    .cloned()
+                    .collect();
+                self.set_live(rest);
+                let _ = self
+                    .inbound
+                    .send(Inbound::Leaving { node: Arc::from(n) })
+                    .await;
+                return;
+            }
             BusMessage::Sync { n, i, s } => {
                 if n == self.config.node_id || mirror.dead.contains(n.as_str()) {
                     return;
@@ -1012,8 +1039,27 @@ impl RedisBackplane {
         self.refresh_stale(con, mirror).await;
     }
 
-    /// Forgets a node: every app releases what it held.
+    /// The live nodes now; this node leads when its id is the smallest.
+    fn set_live(&self, live: Vec<String>) {
+        let mut l = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        *l = live;
+        let first = l.iter().all(|n| n.as_str() >= self.config.node_id.as_str());
+        self.leader.store(first, Ordering::Release);
+    }
+
+    /// Forgets a node: every app releases what it held. The leader is
+    /// worked out again without it first, so that when the leader itself
+    /// left, the next one speaks for its departures.
     async fn node_gone(&self, mirror: &mut Mirror, node: Arc<str>) {
+        let rest: Vec<String> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|n| n.as_str() != &*node)
+            .cloned()
+            .collect();
+        self.set_live(rest);
         mirror.known.retain(|(_, n), _| *n != node);
         mirror.stale.retain(|(_, n)| *n != node);
         mirror.dead.insert(node.clone());
@@ -1110,10 +1156,7 @@ impl RedisBackplane {
                     dead.push(node.clone());
                 }
             }
-            let first = live
-                .iter()
-                .all(|n: &String| n.as_str() >= self.config.node_id.as_str());
-            self.leader.store(first, Ordering::Release);
+            self.set_live(live.clone());
             // Only a node that has been in touch for a whole timeout may
             // judge: the others had the time to beat again.
             if since.elapsed() < self.config.node_timeout {
@@ -1256,6 +1299,14 @@ impl Backplane for RedisBackplane {
         self.leader.load(Ordering::Acquire)
     }
 
+    fn shares(&self) -> bool {
+        true
+    }
+
+    /// Each channel's minutes are a sorted set scored by the minute, its
+    /// members `t,peak,last`: a minute saved again replaces itself, and
+    /// minutes older than a day are removed on every save, so the key stays
+    /// bounded however long the channel lives.
     fn history_save(&self, app: &str, points: Vec<(String, Point)>) -> Query<'_, ()> {
         let p = prefix(app);
         Box::pin(async move {
@@ -1263,7 +1314,22 @@ impl Backplane for RedisBackplane {
             let mut pipe = redis::pipe();
             for (channel, point) in &points {
                 let key = format!("{p}h:{channel}");
-                pipe.hset(&key, point.t, format!("{},{}", point.peak, point.last))
+                let oldest = point.t.saturating_sub(HISTORY_MINUTES * 60);
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(format!("({oldest}"))
+                    .ignore()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(point.t)
+                    .arg(point.t)
+                    .ignore()
+                    .zadd(
+                        &key,
+                        format!("{},{},{}", point.t, point.peak, point.last),
+                        point.t,
+                    )
                     .ignore()
                     .expire(&key, (HISTORY_MINUTES as i64 + 60) * 60)
                     .ignore();
@@ -1278,19 +1344,23 @@ impl Backplane for RedisBackplane {
         Box::pin(async move {
             let mut con = self.reader.clone();
             let key = format!("{}h:{channel}", prefix(app));
-            let kv: Vec<(u64, String)> = redis::cmd("HGETALL")
+            let now = crate::app::history::this_minute();
+            let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
                 .arg(&key)
+                .arg(format!("({}", now.saturating_sub(HISTORY_MINUTES * 60)))
+                .arg("+inf")
                 .query_async(&mut con)
                 .await
                 .ok()?;
             Some(
-                kv.into_iter()
-                    .filter_map(|(t, v)| {
-                        let (peak, last) = v.split_once(',')?;
+                members
+                    .into_iter()
+                    .filter_map(|m| {
+                        let mut f = m.split(',');
                         Some(Point {
-                            t,
-                            peak: peak.parse().ok()?,
-                            last: last.parse().ok()?,
+                            t: f.next()?.parse().ok()?,
+                            peak: f.next()?.parse().ok()?,
+                            last: f.next()?.parse().ok()?,
                         })
                     })
                     .collect(),
@@ -1319,6 +1389,24 @@ impl Backplane for RedisBackplane {
                 }
             }
             None
+        })
+    }
+
+    fn leaving(&self) -> Query<'_, ()> {
+        Box::pin(async move {
+            let mut con = self.reader.clone();
+            let message = BusMessage::Leaving {
+                n: self.config.node_id.clone(),
+            }
+            .encode();
+            let mut pipe = redis::pipe();
+            for app in &self.apps {
+                pipe.publish(format!("{}bus", app.prefix), &message)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(&mut con).await {
+                self.noted("leaving", &e);
+            }
         })
     }
 
