@@ -293,3 +293,19 @@ test('two nodes, one Redis: a node started later serves the history it missed', 
     return body.count === 2 && body.points.some((p) => p.peak === 3);
   }, { timeout: 10_000, what: 'history from Redis on the late node' });
 });
+
+test('a client event on a private cache channel is replayed like a REST event', async (t) => {
+  const server = await fresh(t, { extraArgs: ['--enable-client-events', '--channel', 'private-cache-room'] });
+  const a = newClient(t, server);
+  await connected(a);
+  const room = await subscribe(a, 'private-cache-room');
+  const b = newClient(t, server);
+  await connected(b);
+  const seen = nextEvent(await subscribe(b, 'private-cache-room'), 'client-note');
+  room.trigger('client-note', { n: 7 });
+  await seen;
+  const late = newClient(t, server);
+  await connected(late);
+  const [data] = await nextEvent(late.subscribe('private-cache-room'), 'client-note');
+  assert.deepEqual(data, { n: 7 });
+});

@@ -755,7 +755,8 @@ impl App {
         data: &str,
     ) -> Result<(), ClientEventError> {
         check::client_event(&self.config, event, channel_name, data)?;
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let Some(channel) = state.table.channels.get_mut(channel_name) else {
             return Err(ClientEventError::NotSubscribed(channel_name.to_owned()));
         };
@@ -789,6 +790,11 @@ impl App {
         );
         if shared == Published::NotShared {
             channel.send_all(&frame, Some(outbox.id));
+            // As the delivery path does for events from the bus: a cache
+            // channel's client event is its last event too.
+            if is_cache_channel(channel_name) {
+                state.cache.record(channel_name, &frame);
+            }
         }
         Ok(())
     }
