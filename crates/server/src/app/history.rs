@@ -33,8 +33,10 @@ pub struct Point {
 #[derive(Debug, Default)]
 pub(crate) struct History {
     series: HashMap<String, VecDeque<Point>>,
-    /// Channels with a point changed since the leader last saved them.
-    unsaved: HashSet<String>,
+    /// Minutes (channel, minute) changed since the leader last saved them:
+    /// every one, so a save round that spans a minute boundary keeps the
+    /// earlier minute's final peak and value too.
+    unsaved: HashSet<(String, u64)>,
 }
 
 /// The current Unix minute's start, in seconds.
@@ -56,7 +58,7 @@ impl History {
                 .map(|(k, _)| k.clone());
             if let Some(k) = stalest {
                 self.series.remove(&k);
-                self.unsaved.remove(&k);
+                self.unsaved.retain(|(c, _)| *c != k);
             }
         }
         let s = self.series.entry(channel.to_owned()).or_default();
@@ -74,7 +76,7 @@ impl History {
         while s.front().is_some_and(|p| p.t + MINUTES * 60 <= t) {
             s.pop_front();
         }
-        self.unsaved.insert(channel.to_owned());
+        self.unsaved.insert((channel.to_owned(), t));
     }
 
     /// The points of `channel` within the last 24 hours of `now`.
@@ -87,13 +89,12 @@ impl History {
         })
     }
 
-    /// The channels changed since the last call, with their newest point.
+    /// Every minute changed since the last call, with its point.
     pub fn take_unsaved(&mut self) -> Vec<(String, Point)> {
-        let names: Vec<String> = self.unsaved.drain().collect();
-        names
-            .into_iter()
-            .filter_map(|n| {
-                let p = *self.series.get(&n)?.back()?;
+        let keys: Vec<(String, u64)> = self.unsaved.drain().collect();
+        keys.into_iter()
+            .filter_map(|(n, t)| {
+                let p = *self.series.get(&n)?.iter().rev().find(|p| p.t == t)?;
                 Some((n, p))
             })
             .collect()
@@ -150,16 +151,29 @@ mod tests {
                 }
             ]
         );
+        let mut unsaved = h.take_unsaved();
+        unsaved.sort_by_key(|(_, p)| p.t);
         assert_eq!(
-            h.take_unsaved(),
-            vec![(
-                "presence-a".into(),
-                Point {
-                    t: t0 + 60,
-                    peak: 2,
-                    last: 2
-                }
-            )]
+            unsaved,
+            vec![
+                (
+                    "presence-a".into(),
+                    Point {
+                        t: t0,
+                        peak: 5,
+                        last: 3
+                    }
+                ),
+                (
+                    "presence-a".into(),
+                    Point {
+                        t: t0 + 60,
+                        peak: 2,
+                        last: 2
+                    }
+                ),
+            ],
+            "both minutes, the earlier one with its final values"
         );
         assert!(h.take_unsaved().is_empty());
     }
