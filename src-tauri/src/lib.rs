@@ -383,8 +383,26 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, with_tray: bool) -> Result<Arc<Cont
     Ok(controller)
 }
 
+/// Turns off WebKit's monitor of the system's memory, unless the user set
+/// `WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR` (`=0` keeps it): a thread of this
+/// process that reads the system's memory every 5 s for the life of the app,
+/// window or not, and the last timer left while the window is closed
+/// (docs/benchmarks.md). The cost: WebKit no longer tells the page's process
+/// when the system runs short of memory, and the page is small (a list and
+/// a chart).
+#[cfg(target_os = "linux")]
+fn no_webkit_memory_monitor() {
+    const MONITOR: &str = "WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR";
+    if std::env::var_os(MONITOR).is_none() {
+        // Before any thread starts: nothing reads the environment yet.
+        std::env::set_var(MONITOR, "1");
+    }
+}
+
 /// Runs the desktop app.
 pub fn run() {
+    #[cfg(target_os = "linux")]
+    no_webkit_memory_monitor();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
