@@ -211,6 +211,20 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   await wd.invoke('select_site', { id: 'default' });
   await waitFor('the late visitor listed', async () => (await wd.texts('#visitors li')).includes('Late Visitor — 127.0.0.1'));
   assert.equal(await wd.text('#count'), '2');
+
+  // Starting the app again while its window is closed opens the window too.
+  assert.equal(await closeWindow(app), 1);
+  await waitFor('the window gone again', async () => (await wd.handles()).length === 0);
+  const restart = spawn(DESKTOP, [], { env, stdio: 'ignore' });
+  const restartExit = await waitFor('the second start to exit', () => (restart.exitCode !== null ? { code: restart.exitCode } : null), 20_000)
+    .finally(() => { if (restart.exitCode === null) restart.kill('SIGKILL'); });
+  assert.equal(restartExit.code, 0);
+  const [reopened] = await waitFor('the window made again by the second start', async () => {
+    const h = await wd.handles();
+    return h.length === 1 && h;
+  });
+  await wd.switchTo(reopened);
+  await waitFor('#count = 2 after the second start', async () => (await wd.text('#count')) === '2');
 });
 
 // Waits until the label beside the tray icon, read over DBus, is `label`
