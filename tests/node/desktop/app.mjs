@@ -43,32 +43,39 @@ export function alive(pid) {
   return stat !== null && !/^\d+ \(.*\) Z/.test(stat);
 }
 
-/** Proportional set size of a process in kB (null once it is gone). */
-export function pssKb(pid) {
-  const m = /^Pss:\s+(\d+) kB/m.exec(read(`/proc/${pid}/smaps_rollup`) ?? '');
-  return m ? Number(m[1]) : null;
+/** A process's memory in kB (null once it is gone): `pss`, its
+ *  proportional set size (pages shared with N processes count 1/N), and
+ *  `private`, the pages only it maps. */
+export function memoryKb(pid) {
+  const rollup = read(`/proc/${pid}/smaps_rollup`) ?? '';
+  const field = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(rollup)?.[1] ?? NaN);
+  const pss = field('Pss');
+  return Number.isNaN(pss) ? null : { pss, private: field('Private_Clean') + field('Private_Dirty') };
 }
 
-/** The app and its WebKit children with their PSS: [{pid, comm, pss}]. */
+/** The app and its WebKit children with their memory: [{pid, comm, pss, private}]. */
 export function footprint(appPid) {
   return [{ pid: appPid, comm: read(`/proc/${appPid}/comm`)?.trim() }, ...children(appPid)]
-    .map((p) => ({ ...p, pss: pssKb(p.pid) }))
-    .filter((p) => p.pss !== null);
+    .map((p) => ({ ...p, ...memoryKb(p.pid) }))
+    .filter((p) => p.pss !== undefined);
 }
 
-/** Voluntary and involuntary context switches of all of a process's
- *  threads: each is a wake-up (a thread that slept, or was preempted). */
-export function contextSwitches(pid) {
-  let tasks;
-  try { tasks = readdirSync(`/proc/${pid}/task`); } catch { return null; }
-  let voluntary = 0;
-  let involuntary = 0;
-  for (const t of tasks) {
-    const s = read(`/proc/${pid}/task/${t}/status`) ?? '';
-    voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
-    involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+/** Context switches (voluntary and not) of every thread of a process and
+ *  its children, keyed "pid/tid": {name: "process/thread", n}. Each is a
+ *  wake-up: a thread that slept and was woken, or was preempted. */
+export function threadSwitches(pid) {
+  const out = new Map();
+  for (const p of [{ pid, comm: read(`/proc/${pid}/comm`)?.trim() }, ...children(pid)]) {
+    let tasks = [];
+    try { tasks = readdirSync(`/proc/${p.pid}/task`); } catch { continue; }
+    for (const t of tasks) {
+      const s = read(`/proc/${p.pid}/task/${t}/status`);
+      if (!s) continue;
+      const n = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(s)?.[1] ?? 0);
+      out.set(`${p.pid}/${t}`, { name: `${p.comm}/${/^Name:\s+(.*)$/m.exec(s)?.[1]}`, n });
+    }
   }
-  return { voluntary, involuntary, threads: tasks.length };
+  return out;
 }
 
 /** CPU time of a process (user + system) in clock ticks (1/100 s). */
