@@ -5,6 +5,13 @@
 //! [`embedded`] (the server inside the app), [`controller`] (the presence
 //! runtime wiring the client to the UI). This file is the Tauri shell:
 //! commands, events, window and tray behaviour.
+//!
+//! The window is made and unmade, not hidden: a tray app runs all day and
+//! WebKit's web process (about 160 MB) lives exactly as long as the window's
+//! webview. Closing the window remembers its place and destroys it; Show makes
+//! it again from `tauri.conf.json` where it was, and the page rebuilds itself
+//! from the `snapshot` command. The app itself stays in the tray: see
+//! [`on_run_event`].
 
 pub mod alerts;
 pub mod badge;
@@ -20,12 +27,29 @@ use serde_json::Value;
 use settings::Editable;
 use state::Notice;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tauri::{AppHandle, Emitter, Manager, Runtime, WindowEvent};
+use std::sync::{Arc, Mutex};
+use tauri::{AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewWindowBuilder, WindowEvent};
 use tray::TrayModel;
 
 /// The event the window listens to.
 pub const EVENT: &str = "presence";
+
+/// The window's label; its settings (page, title, size) are the entry of this
+/// label in `tauri.conf.json`, which Show uses again to make it.
+pub const WINDOW: &str = "main";
+
+/// Where the window was when it was last closed, so Show opens it there.
+#[derive(Debug, Default)]
+struct LastPlace(Mutex<Option<Place>>);
+
+/// A window's place in logical pixels (what a builder takes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Place {
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+}
 
 /// Sends the controller's news to the window and the tray of a Tauri app.
 struct TauriUi<R: Runtime> {
@@ -205,11 +229,84 @@ fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
     }
 }
 
+/// Shows the window, making it again if it was closed (the tray's Show
+/// window, a second start of the app).
 fn show_window<R: Runtime>(app: &AppHandle<R>) {
-    if let Some(w) = app.get_webview_window("main") {
+    if let Some(w) = app.get_webview_window(WINDOW) {
         let _ = w.unminimize();
         let _ = w.show();
         let _ = w.set_focus();
+        return;
+    }
+    if let Err(e) = open_window(app) {
+        tracing::warn!("cannot open the window: {e}");
+    }
+}
+
+/// Makes the window from its entry in `tauri.conf.json`, at the place it
+/// was closed at (the first time: where the window system puts it).
+fn open_window<R: Runtime>(app: &AppHandle<R>) -> Result<(), String> {
+    let config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == WINDOW)
+        .cloned()
+        .ok_or_else(|| format!("tauri.conf.json has no window \"{WINDOW}\""))?;
+    let mut builder = WebviewWindowBuilder::from_config(app, &config).map_err(|e| e.to_string())?;
+    if let Some(p) = last_place(app) {
+        builder = builder.position(p.x, p.y).inner_size(p.width, p.height);
+    }
+    let window = builder.build().map_err(|e| e.to_string())?;
+    let _ = window.set_focus();
+    Ok(())
+}
+
+fn last_place<R: Runtime>(app: &AppHandle<R>) -> Option<Place> {
+    let place = app.try_state::<LastPlace>()?;
+    let last = *place.0.lock().unwrap_or_else(|e| e.into_inner());
+    last
+}
+
+/// Remembers where a window about to close is. A window whose size reads as
+/// zero (not mapped yet, or a runtime that does not know) leaves the last
+/// place as it was.
+fn remember_place<R: Runtime>(window: &tauri::Window<R>) {
+    let (Ok(position), Ok(size), Ok(scale)) = (
+        window.outer_position(),
+        window.inner_size(),
+        window.scale_factor(),
+    ) else {
+        return;
+    };
+    if size.width == 0 || size.height == 0 {
+        return;
+    }
+    let (position, size) = (
+        position.to_logical::<f64>(scale),
+        size.to_logical::<f64>(scale),
+    );
+    if let Some(last) = window.try_state::<LastPlace>() {
+        *last.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Place {
+            x: position.x,
+            y: position.y,
+            width: size.width,
+            height: size.height,
+        });
+    }
+}
+
+/// The app's run loop events: when its last window closes the app stays in
+/// the tray. An exit the app asks for itself (Quit, which has an exit code)
+/// goes ahead; one that comes from the last window closing (no code) is
+/// refused.
+pub fn on_run_event<R: Runtime>(_app: &AppHandle<R>, event: RunEvent) {
+    if let RunEvent::ExitRequested {
+        code: None, api, ..
+    } = event
+    {
+        api.prevent_exit();
     }
 }
 
@@ -260,12 +357,13 @@ pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
             set_tray_site,
             quit
         ])
+        .manage(LastPlace::default())
         .on_window_event(|window, event| {
-            // Closing the window hides it: the app lives in the tray.
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                if window.label() == "main" {
-                    api.prevent_close();
-                    let _ = window.hide();
+            // Closing the window releases it (and its web process); the app
+            // lives on in the tray.
+            if let WindowEvent::CloseRequested { .. } = event {
+                if window.label() == WINDOW {
+                    remember_place(window);
                 }
             }
         })
@@ -285,8 +383,26 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, with_tray: bool) -> Result<Arc<Cont
     Ok(controller)
 }
 
+/// Turns off WebKit's monitor of the system's memory, unless the user set
+/// `WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR` (`=0` keeps it): a thread of this
+/// process that reads the system's memory every 5 s for the life of the app,
+/// window or not, and the last timer left while the window is closed
+/// (docs/benchmarks.md). The cost: WebKit no longer tells the page's process
+/// when the system runs short of memory, and the page is small (a list and
+/// a chart).
+#[cfg(target_os = "linux")]
+fn no_webkit_memory_monitor() {
+    const MONITOR: &str = "WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR";
+    if std::env::var_os(MONITOR).is_none() {
+        // Before any thread starts: nothing reads the environment yet.
+        std::env::set_var(MONITOR, "1");
+    }
+}
+
 /// Runs the desktop app.
 pub fn run() {
+    #[cfg(target_os = "linux")]
+    no_webkit_memory_monitor();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
@@ -309,7 +425,7 @@ pub fn run() {
         })
         .build(tauri::generate_context!());
     match app {
-        Ok(app) => app.run(|_, _| {}),
+        Ok(app) => app.run(on_run_event),
         Err(e) => {
             eprintln!("error: whosin could not start: {e}");
             std::process::exit(1);

@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, whosinBin } from '../lib/server.mjs';
 import { startTrayWatcher } from './tray.mjs';
+import { WEB_PROCESS, alive, closeWindow, descendant } from './app.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -66,6 +67,11 @@ class WebDriver {
     });
   }
   async screenshot() { return Buffer.from(await this.req('GET', `${this.session}/screenshot`), 'base64'); }
+  async rect() { return this.req('GET', `${this.session}/window/rect`); }
+  async setRect(rect) { return this.req('POST', `${this.session}/window/rect`, rect); }
+  /** The app's webviews as WebDriver sees them (none while the window is closed). */
+  async handles() { return this.req('GET', `${this.session}/window/handles`); }
+  async switchTo(handle) { return this.req('POST', `${this.session}/window`, { handle }); }
   async stop() { if (this.session) await this.req('DELETE', this.session).catch(() => {}); }
 }
 
@@ -166,7 +172,75 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   await waitFor('the shopper listed', async () => (await wd.texts('#visitors li')).some((v) => v.startsWith('Shopper')));
   await waitFor('the chart drawn', async () => (await wd.text('#history-peak')).startsWith('Peak today'));
   writeFileSync(SCREENSHOT, await wd.screenshot());
+
+  // Closing the window releases it: the window and WebKit's web process go,
+  // the app stays in the tray and keeps it up to date; Show window in the
+  // tray menu makes the window again where it was, with the current counts.
+  const app = descendant(driver.pid, 'whosin-desktop');
+  assert.ok(app, 'the app runs under the driver');
+  const web = descendant(app, WEB_PROCESS);
+  assert.ok(web, 'the window has its web process');
+  const place = { x: 40, y: 30, width: 460, height: 600 };
+  await wd.setRect(place);
+  await waitFor('the window moved', async () => JSON.stringify(await wd.rect()) === JSON.stringify(place));
+  assert.equal(await closeWindow(app), 1, 'one window to close');
+  await waitFor('the window gone', async () => (await wd.handles()).length === 0);
+  await waitFor('the web process gone', () => !alive(web));
+  assert.ok(alive(app), 'the app lives on in the tray');
+  // A visitor on this computer while the window is closed: 2 here, 2 at the
+  // shop, 4 in all beside the icon.
+  const late = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
+    '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Late Visitor', '--ip-lookup', 'none'],
+  { stdio: 'ignore' });
+  t.after(() => late.kill('SIGKILL'));
+  await trayLabel(watcher, '4 online');
+  assert.equal(await wd.handles().then((h) => h.length), 0, 'the window stays closed');
+  await watcher.click('Show window');
+  const [handle] = await waitFor('the window made again', async () => {
+    const h = await wd.handles();
+    return h.length === 1 && h;
+  });
+  await wd.switchTo(handle);
+  assert.ok(descendant(app, WEB_PROCESS), 'a web process for the new window');
+  await waitFor('#count = 2 for the shop, still shown', async () => (await wd.text('#count')) === '2');
+  await waitFor('#sites with this computer at 2', async () => {
+    const rows = await wd.texts('#sites li');
+    return rows.length === 2 && rows[0].startsWith('This computer') && rows[0].includes('2');
+  });
+  assert.deepEqual(await wd.rect(), place, 'the window opens where it was closed');
+  await wd.invoke('select_site', { id: 'default' });
+  await waitFor('the late visitor listed', async () => (await wd.texts('#visitors li')).includes('Late Visitor — 127.0.0.1'));
+  assert.equal(await wd.text('#count'), '2');
+
+  // Starting the app again while its window is closed opens the window too.
+  assert.equal(await closeWindow(app), 1);
+  await waitFor('the window gone again', async () => (await wd.handles()).length === 0);
+  const restart = spawn(DESKTOP, [], { env, stdio: 'ignore' });
+  const restartExit = await waitFor('the second start to exit', () => (restart.exitCode !== null ? { code: restart.exitCode } : null), 20_000)
+    .finally(() => { if (restart.exitCode === null) restart.kill('SIGKILL'); });
+  assert.equal(restartExit.code, 0);
+  const [reopened] = await waitFor('the window made again by the second start', async () => {
+    const h = await wd.handles();
+    return h.length === 1 && h;
+  });
+  await wd.switchTo(reopened);
+  await waitFor('#count = 2 after the second start', async () => (await wd.text('#count')) === '2');
 });
+
+// Waits until the label beside the tray icon, read over DBus, is `label`
+// (for when there is no window to ask tray_state through).
+async function trayLabel(watcher, label) {
+  let last;
+  try {
+    await waitFor(`the tray on DBus to show ${label}`, async () => {
+      const item = await watcher.item();
+      last = { XAyatanaLabel: item?.XAyatanaLabel, menu: item?.menu };
+      return item?.XAyatanaLabel === label && item.menu[0] === label;
+    }, 10_000);
+  } catch (e) {
+    throw new Error(`${e.message}; last seen: ${JSON.stringify(last)}`);
+  }
+}
 
 // Waits until the app's tray, read over DBus, shows `n` online: the label
 // beside the icon, the menu's first line and the given names in the menu,

@@ -7,7 +7,10 @@
 #
 # Protocol: prints {"ready": true} once it owns the name; for each "dump" line
 # on stdin prints one JSON line with every registered item's properties and
-# menu labels. Exits when stdin closes, so it never outlives the test.
+# menu labels; for "click LABEL" clicks the one item's menu entry shown as
+# LABEL, as a tray host does when the user picks it, and prints
+# {"clicked": id} (or {"error": ...}). Exits when stdin closes, so it never
+# outlives the test.
 import json
 import re
 import sys
@@ -43,6 +46,17 @@ def shown(label):
     """A dbusmenu label as a host shows it: "__" is one underscore, a single
     "_" marks the access key and is not shown."""
     return re.sub(r"_(_?)", r"\1", str(label))
+
+
+def find(node, label):
+    """The id of the first entry of a dbusmenu layout shown as `label`."""
+    for child in node[2]:
+        if shown(child[1].get("label", "")) == label:
+            return int(child[0])
+        found = find(child, label)
+        if found is not None:
+            return found
+    return None
 
 
 def labels(node):
@@ -128,6 +142,25 @@ class Watcher(dbus.service.Object):
             out.append(seen)
         return {"items": out}
 
+    def click(self, label):
+        if len(self.items) != 1:
+            return {"error": f"{len(self.items)} tray items registered, expected one"}
+        owner, path = next(iter(self.items.values()))
+        try:
+            obj = self.bus.get_object(owner, path, introspect=False)
+            menu_path = obj.Get(ITEM, "Menu", dbus_interface=PROPS, timeout=5)
+            menu = self.bus.get_object(owner, menu_path, introspect=False)
+            _, layout = menu.GetLayout(0, -1, dbus.Array([], signature="s"),
+                                       dbus_interface="com.canonical.dbusmenu", timeout=5)
+            entry = find(layout, label)
+            if entry is None:
+                return {"error": f"no menu entry {label!r}: {labels(layout)}"}
+            menu.Event(dbus.Int32(entry), "clicked", dbus.Int32(0, variant_level=1), dbus.UInt32(0),
+                       dbus_interface="com.canonical.dbusmenu", timeout=5)
+            return {"clicked": entry}
+        except dbus.DBusException as e:
+            return {"error": str(e)}
+
 
 def on_stdin(source, condition):
     line = sys.stdin.readline()
@@ -136,6 +169,8 @@ def on_stdin(source, condition):
         return False
     if line.strip() == "dump":
         print(json.dumps(watcher.dump()), flush=True)
+    elif line.startswith("click "):
+        print(json.dumps(watcher.click(line[len("click "):].rstrip("\n"))), flush=True)
     return True
 
 

@@ -44,12 +44,13 @@ export async function startTrayWatcher(t, timeout = 10_000) {
   });
   await next(timeout);
   let busy = Promise.resolve();
-  const dump = () => {
+  const request = (line) => {
     // Requests one at a time, so each answer meets its request.
-    const answer = busy.then(() => { const a = next(timeout); proc.stdin.write('dump\n'); return a; });
+    const answer = busy.then(() => { const a = next(timeout); proc.stdin.write(`${line}\n`); return a; });
     busy = answer.catch(() => {});
     return answer;
   };
+  const dump = () => request('dump');
   return {
     /** Every registered item: its StatusNotifierItem properties, `menu`
      *  (labels as shown, separators as "-") and `menu_revision`. */
@@ -60,6 +61,13 @@ export async function startTrayWatcher(t, timeout = 10_000) {
       if (items.length > 1) throw new Error(`several tray items: ${JSON.stringify(items.map((i) => i.item))}`);
       if (items[0]?.error) throw new Error(`reading ${items[0].item}: ${items[0].error}`);
       return items[0] ?? null;
+    },
+    /** Clicks the one item's menu entry shown as `label` (as a tray host
+     *  does when the user picks it); throws if there is no such entry. */
+    async click(label) {
+      const answer = await request(`click ${label}`);
+      if (answer.error) throw new Error(`clicking "${label}" in the tray menu: ${answer.error}`);
+      return answer.clicked;
     },
   };
 }
