@@ -16,11 +16,13 @@
 //   CHURN_SHOWN_SECONDS  then with the window shown [120]
 //   CHURN_RATE      joins plus leaves a second [6]
 //   SAMPLE_SECONDS  a memory sample this often during the churn [60]
-// Prints progress on stderr and one JSON object with every figure on stdout.
+// Prints progress on stderr and one JSON object with every figure on stdout
+// (or into the file BENCH_RESULT names: under dbus-run-session, daemons the
+// bus starts write to the same stdout).
 // Gives up (stopping everything) after the time all of that should take
 // plus two minutes.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -296,7 +298,9 @@ async function main() {
   result.network_process = children(app.pid).some((c) => c.comm === NETWORK_PROCESS);
   await quit(watcher, app);
   result.app_exit_code = app.proc.exitCode;
-  console.log(JSON.stringify(result));
+  const out = `${JSON.stringify(result)}\n`;
+  if (process.env.BENCH_RESULT) writeFileSync(process.env.BENCH_RESULT, out);
+  else process.stdout.write(out);
 }
 
 main().then(() => process.exit(0), (e) => { log(`failed: ${e.stack || e}`); process.exit(1); });
