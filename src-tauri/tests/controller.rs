@@ -58,6 +58,31 @@ fn visitor(port: u16, secret: &str, id: &str, name: &str) -> Client {
     c
 }
 
+/// Options for a controller of its own: a fresh settings and data folder,
+/// a free port for the embedded server, no IP lookup.
+fn fresh_options(name: &str) -> Options {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Options {
+        config_dir: dir.clone(),
+        data_dir: dir,
+        embedded_port: port,
+        ip_lookup: vec![],
+    }
+}
+
+/// The embedded server's secret, as the settings file in `dir` holds it.
+fn embedded_secret(dir: &std::path::Path) -> String {
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    s["embedded_secret"].as_str().unwrap().to_owned()
+}
+
 fn edit(c: &Controller, f: impl FnOnce(&mut Editable)) -> Editable {
     let mut e = c.settings();
     f(&mut e);
@@ -66,32 +91,16 @@ fn edit(c: &Controller, f: impl FnOnce(&mut Editable)) -> Editable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_and_autostart_are_opt_in() {
-    let dir = std::env::temp_dir().join(format!("whosin-controller-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let options = fresh_options("whosin-controller");
+    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
     let ui = Arc::new(Recorder::default());
-    let c = Controller::new(
-        ui.clone(),
-        Options {
-            config_dir: dir.clone(),
-            data_dir: dir.clone(),
-            embedded_port: port,
-            ip_lookup: vec![],
-        },
-    )
-    .unwrap();
+    let c = Controller::new(ui.clone(), options).unwrap();
     c.start().await;
     until("online alone", || {
         c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
     })
     .await;
-    let secret: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
-    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let secret = embedded_secret(&dir);
     assert!(!c.settings().notifications, "off by default");
     assert!(!c.settings().autostart, "off by default");
 
@@ -172,9 +181,7 @@ async fn counts_are_kept_and_alerts_fire_on_crossings() {
         c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 1
     })
     .await;
-    let secret: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
-    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let secret = embedded_secret(&dir);
     let v1 = visitor(port, &secret, "v1", "Vera");
     let v2 = visitor(port, &secret, "v2", "Walt");
     until("three", || c.snapshot()["count"] == 3).await;
@@ -227,24 +234,10 @@ async fn counts_are_kept_and_alerts_fire_on_crossings() {
 /// in the background, the window switching sites, removal back to one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_sites_are_watched_at_once() {
-    let dir = std::env::temp_dir().join(format!("whosin-sites-ctl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let options = fresh_options("whosin-sites-ctl");
+    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
     let ui = Arc::new(Recorder::default());
-    let c = Controller::new(
-        ui.clone(),
-        Options {
-            config_dir: dir.clone(),
-            data_dir: dir.clone(),
-            embedded_port: port,
-            ip_lookup: vec![],
-        },
-    )
-    .unwrap();
+    let c = Controller::new(ui.clone(), options).unwrap();
     c.start().await;
     until("online alone", || {
         c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
@@ -261,9 +254,7 @@ async fn several_sites_are_watched_at_once() {
     .unwrap();
     let count_of = |i: usize| c.sites()["sites"][i]["count"].clone();
     until("both sites live", || count_of(0) == 1 && count_of(1) == 1).await;
-    let secret: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
-    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let secret = embedded_secret(&dir);
     let signer = LocalSigner::new("whosin", &secret)
         .with_user(UserData::new("reader", json!({"name": "Reader"})));
     let (reader, _events) =
@@ -325,24 +316,10 @@ async fn several_sites_are_watched_at_once() {
 /// app sees everyone and is not one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_can_be_watched_without_being_counted() {
-    let dir = std::env::temp_dir().join(format!("whosin-watch-ctl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let options = fresh_options("whosin-watch-ctl");
+    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
     let ui = Arc::new(Recorder::default());
-    let c = Controller::new(
-        ui.clone(),
-        Options {
-            config_dir: dir.clone(),
-            data_dir: dir.clone(),
-            embedded_port: port,
-            ip_lookup: vec![],
-        },
-    )
-    .unwrap();
+    let c = Controller::new(ui.clone(), options).unwrap();
     c.start().await;
     until("online alone", || c.snapshot()["count"] == 1).await;
     c.save_settings(edit(&c, |e| e.watch = true)).await.unwrap();
@@ -350,9 +327,7 @@ async fn a_site_can_be_watched_without_being_counted() {
         c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0
     })
     .await;
-    let secret: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
-    let secret = secret["embedded_secret"].as_str().unwrap().to_owned();
+    let secret = embedded_secret(&dir);
     let v = visitor(port, &secret, "v1", "Vera");
     until("Vera seen, the app not counted", || {
         c.snapshot()["count"] == 1

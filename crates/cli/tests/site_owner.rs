@@ -150,6 +150,16 @@ async fn signed_post(port: u16, path: &str, body: &str) -> u16 {
         .as_u16()
 }
 
+/// Events named `name` for `user` among every batch received.
+fn count_events(got: &std::sync::Mutex<Vec<Value>>, name: &str, user: &str) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["name"] == name && e["user_id"] == user)
+        .count()
+}
+
 /// A webhook receiver on a free port: every POST's body, answered 200.
 async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,14 +241,7 @@ async fn a_dead_nodes_departures_are_sent_once_by_the_leader() {
     watcher
         .roster_becomes(&["doomed", "watcher"], DEADLINE)
         .await;
-    let events = |name: &str, user: &str| -> usize {
-        got.lock()
-            .unwrap()
-            .iter()
-            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["name"] == name && e["user_id"] == user)
-            .count()
-    };
+    let events = |name: &str, user: &str| count_events(&got, name, user);
     // Its join was reported by its own node (what a node had not sent
     // when it died is lost with it).
     let until = tokio::time::Instant::now() + DEADLINE;
@@ -295,14 +298,7 @@ async fn when_the_leader_leaves_the_next_node_reports_its_departures() {
     watcher
         .roster_becomes(&["leaving", "watcher"], DEADLINE)
         .await;
-    let events = |name: &str, user: &str| -> usize {
-        got.lock()
-            .unwrap()
-            .iter()
-            .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["name"] == name && e["user_id"] == user)
-            .count()
-    };
+    let events = |name: &str, user: &str| count_events(&got, name, user);
     let until = tokio::time::Instant::now() + DEADLINE;
     while events("member_added", "leaving") == 0 {
         assert!(tokio::time::Instant::now() < until, "no member_added");
