@@ -3,8 +3,8 @@
 //! Modules: [`settings`] (stored, validated), [`state`] (what is shown),
 //! [`badge`] (the count drawn into the tray image), [`tray`] (icon and menu),
 //! [`embedded`] (the server inside the app), [`controller`] (the presence
-//! runtime wiring the client to the UI). This file is the Tauri shell:
-//! commands, events, window and tray behaviour.
+//! runtime wiring the client to the UI), [`commands`] (what the page may
+//! call). This file is the Tauri shell: events, window and tray behaviour.
 //!
 //! The window is made and unmade, not hidden: a tray app runs all day and
 //! WebKit's web process (about 160 MB) lives exactly as long as the window's
@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod badge;
+pub mod commands;
 pub mod controller;
 pub mod embedded;
 pub mod history;
@@ -24,7 +25,6 @@ pub mod tray;
 
 use controller::{Controller, Options, Ui};
 use serde_json::Value;
-use settings::Editable;
 use state::Notice;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -109,92 +109,6 @@ impl<R: Runtime> Ui for TauriUi<R> {
         };
         result.map_err(|e| e.to_string())
     }
-}
-
-/// Everything for the window's first paint.
-#[tauri::command]
-fn snapshot(c: tauri::State<'_, Arc<Controller>>) -> Value {
-    c.snapshot()
-}
-
-/// Join (true) or leave (false) the channel.
-#[tauri::command]
-async fn set_joined(c: tauri::State<'_, Arc<Controller>>, joined: bool) -> Result<Value, String> {
-    c.inner().clone().set_joined(joined).await
-}
-
-/// The settings panel's fields.
-#[tauri::command]
-fn get_settings(c: tauri::State<'_, Arc<Controller>>) -> Editable {
-    c.settings()
-}
-
-/// Validate, store and apply settings; the error says what to fix.
-#[tauri::command]
-async fn save_settings(
-    c: tauri::State<'_, Arc<Controller>>,
-    settings: Editable,
-) -> Result<Value, String> {
-    c.inner().clone().save_settings(settings).await
-}
-
-/// Every site with its count, the shown one marked.
-#[tauri::command]
-fn sites(c: tauri::State<'_, Arc<Controller>>) -> Value {
-    c.sites()
-}
-
-/// Shows another site in the window.
-#[tauri::command]
-async fn select_site(c: tauri::State<'_, Arc<Controller>>, id: String) -> Result<Value, String> {
-    c.inner().clone().select_site(&id).await
-}
-
-/// Adds a site; the error says what to fix.
-#[tauri::command]
-async fn add_site(
-    c: tauri::State<'_, Arc<Controller>>,
-    site: settings::NewSite,
-) -> Result<Value, String> {
-    c.inner().clone().add_site(site).await
-}
-
-/// Removes a site (not the last one).
-#[tauri::command]
-async fn remove_site(c: tauri::State<'_, Arc<Controller>>, id: String) -> Result<Value, String> {
-    c.inner().clone().remove_site(&id).await
-}
-
-/// The tray counts one site (`id`), or all of them (`null`).
-#[tauri::command]
-fn set_tray_site(
-    c: tauri::State<'_, Arc<Controller>>,
-    id: Option<String>,
-) -> Result<Value, String> {
-    c.set_tray_site(id)
-}
-
-/// The chart's data: the last 24 hours per minute and today's peak.
-#[tauri::command]
-fn history(c: tauri::State<'_, Arc<Controller>>) -> Value {
-    c.history()
-}
-
-/// What the tray shows (for tests and diagnostics).
-#[tauri::command]
-fn tray_state(c: tauri::State<'_, Arc<Controller>>) -> TrayModel {
-    c.tray_model()
-}
-
-/// Leaves the channel, stops the embedded server and exits (as the tray's Quit).
-#[tauri::command]
-async fn quit<R: Runtime>(
-    app: AppHandle<R>,
-    c: tauri::State<'_, Arc<Controller>>,
-) -> Result<(), String> {
-    c.inner().shutdown().await;
-    app.exit(0);
-    Ok(())
 }
 
 /// Startup options: `WHOSIN_CONFIG_DIR`, `WHOSIN_DATA_DIR`, `WHOSIN_DESKTOP_PORT`,
@@ -343,20 +257,7 @@ pub(crate) fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
 /// [`run`], the mock runtime's in tests).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
-        .invoke_handler(tauri::generate_handler![
-            snapshot,
-            set_joined,
-            get_settings,
-            save_settings,
-            tray_state,
-            history,
-            sites,
-            select_site,
-            add_site,
-            remove_site,
-            set_tray_site,
-            quit
-        ])
+        .invoke_handler(commands::handler())
         .manage(LastPlace::default())
         .on_window_event(|window, event| {
             // Closing the window releases it (and its web process); the app
