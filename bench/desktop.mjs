@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTrayWatcher } from '../tests/node/desktop/tray.mjs';
-import { NETWORK_PROCESS, WEB_PROCESS, alive, children, closeWindow, cpuTicks, footprint, threadSwitches } from '../tests/node/desktop/app.mjs';
+import { NETWORK_PROCESS, WEB_PROCESS, alive, closeWindow, cpuTicks, findCore, footprint, threadSwitches, tree } from '../tests/node/desktop/app.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -83,7 +83,9 @@ setTimeout(() => { log(`gave up after ${BUDGET / 1000} s`); process.exit(1); }, 
 const scratch = mkdtempSync(join(tmpdir(), 'whosin-bench-desktop-'));
 process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
 
-/** Starts the app on the embedded default in a config folder of its own. */
+/** Starts the app on the embedded default in a config folder of its own:
+ *  `proc` is the window process started here; `core` (once known) the core
+ *  it starts, which outlives it. */
 async function startApp(name) {
   const config = join(scratch, name);
   const runtime = join(config, 'run');
@@ -101,19 +103,38 @@ async function trayLabel(watcher) {
   return (await watcher.item())?.XAyatanaLabel;
 }
 
-/** Quits through the tray menu (the app's own Quit) and waits for the exit. */
+/** The app's processes: the core, the window process this script started
+ *  (while it runs), and whatever runs under them (a window made by Show,
+ *  WebKit's processes). */
+const pids = (app) => [app.core, app.pid];
+
+/** Quits through the tray menu (the app's own Quit) and waits for the exit
+ *  of the core and of the window process. */
 async function quit(watcher, app) {
   const exited = new Promise((r) => (app.proc.exitCode !== null ? r() : app.proc.once('exit', r)));
   // The app may end before it answers the click: an error here is no news.
   await watcher.click('Quit').catch(() => {});
-  const t = setTimeout(() => { log('the app did not quit in 10 s: killing it'); app.proc.kill('SIGKILL'); }, 10_000);
+  const t = setTimeout(() => {
+    log('the app did not quit in 10 s: killing it');
+    app.proc.kill('SIGKILL');
+    if (app.core && alive(app.core)) process.kill(app.core, 'SIGKILL');
+  }, 10_000);
   await exited;
+  await waitFor('the core to end', () => !app.core || !alive(app.core), 12_000);
   clearTimeout(t);
   await waitFor('no tray item left', async () => (await watcher.items()).length === 0, 5_000);
 }
 
+/** Waits for the core of an app just started. */
+async function core(app) {
+  app.core = await waitFor('the core', () => findCore(app.config), 20_000, 10);
+  process.on('exit', () => { try { if (alive(app.core)) process.kill(app.core, 'SIGKILL'); } catch { /* gone */ } });
+}
+
+const webProcess = (app) => tree(pids(app)).find((c) => c.comm === WEB_PROCESS)?.pid;
+
 function sample(app, what) {
-  const procs = footprint(app.pid);
+  const procs = footprint(pids(app));
   const total = procs.reduce((s, p) => s + p.pss, 0);
   const parts = procs.map((p) => `${p.comm} ${mb(p.pss)}`).join(', ');
   log(`${what}: ${mb(total)} MB PSS in all (${parts})`);
@@ -123,7 +144,7 @@ function sample(app, what) {
 /** Other processes of WebKit or of this app share library pages with ours
  *  and so lower our PSS: the figures hold only without them. */
 function others(app) {
-  const ours = new Set([app.pid, ...children(app.pid).map((c) => c.pid)]);
+  const ours = new Set(tree(pids(app)).map((c) => c.pid));
   return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
     if (ours.has(pid)) return false;
     try {
@@ -135,14 +156,14 @@ function others(app) {
 
 /** Wake-ups of the app and its children over `ms`, counted per 10 s. */
 async function idle(app, ms) {
-  const procs = [app.pid, ...children(app.pid).map((c) => c.pid)];
+  const procs = tree(pids(app)).map((c) => c.pid);
   const cpu0 = procs.map(cpuTicks);
-  const first = threadSwitches(app.pid);
+  const first = threadSwitches(pids(app));
   let before = first;
   const buckets = [];
   for (let left = ms; left > 0; left -= 10_000) {
     await sleep(Math.min(10_000, left));
-    const now = threadSwitches(app.pid);
+    const now = threadSwitches(pids(app));
     let n = 0;
     for (const [k, v] of now) n += v.n - (before.get(k)?.n ?? 0);
     buckets.push(n);
@@ -248,6 +269,7 @@ async function main() {
     const app = await startApp(`start-${i}`);
     await waitFor('the count in the tray', async () => (await trayLabel(watcher)) === '1 online', 20_000, 10);
     const ms = Math.round(performance.now() - app.t0);
+    await core(app);
     log(`start ${i + 1}: count in the tray after ${ms} ms`);
     result.starts.push(ms);
     await quit(watcher, app);
@@ -256,15 +278,17 @@ async function main() {
   // (b) Memory with the window shown, then closed (released).
   const app = await startApp('run');
   await waitFor('the count in the tray', async () => (await trayLabel(watcher)) === '1 online', 20_000);
-  await waitFor('the web process', () => children(app.pid).some((c) => c.comm === WEB_PROCESS));
+  await core(app);
+  await waitFor('the web process', () => webProcess(app));
   await sleep(SETTLE);
   const shared = others(app);
   if (shared.length) log(`warning: other WebKit or whosin-desktop processes run (${shared.join(' ')}): they share pages with ours and lower its PSS`);
   result.other_webkit_processes = shared.length;
   result.memory.push(sample(app, 'window shown'));
-  const web = children(app.pid).find((c) => c.comm === WEB_PROCESS).pid;
+  const web = webProcess(app);
   if ((await closeWindow(app.pid)) !== 1) throw new Error('no window to close');
   await waitFor('the web process to end', () => !alive(web));
+  await waitFor('the window process to end', () => !alive(app.pid));
   await sleep(SETTLE);
   result.memory.push(sample(app, 'window closed'));
 
@@ -285,7 +309,7 @@ async function main() {
 
   // The window again, from the tray menu, after the run.
   await watcher.click('Show window');
-  await waitFor('the web process again', () => children(app.pid).some((c) => c.comm === WEB_PROCESS));
+  await waitFor('the web process again', () => webProcess(app));
   await sleep(SETTLE);
   result.memory.push(sample(app, 'window shown again'));
   if (CHURN_SHOWN > 0) {
@@ -295,7 +319,7 @@ async function main() {
   }
   result.history = historyRows(app.config);
   log(`history: ${JSON.stringify(result.history)}`);
-  result.network_process = children(app.pid).some((c) => c.comm === NETWORK_PROCESS);
+  result.network_process = tree(pids(app)).some((c) => c.comm === NETWORK_PROCESS);
   await quit(watcher, app);
   result.app_exit_code = app.proc.exitCode;
   const out = `${JSON.stringify(result)}\n`;

@@ -6,29 +6,34 @@
 //! runtime wiring the client to the UI), [`commands`] (what the page may
 //! call). This file is the Tauri shell: events, window and tray behaviour.
 //!
-//! The window is made and unmade, not hidden: a tray app runs all day and
-//! WebKit's web process (about 160 MB) lives exactly as long as the window's
-//! webview. Closing the window remembers its place and destroys it; Show makes
-//! it again from `tauri.conf.json` where it was, and the page rebuilds itself
-//! from the `snapshot` command. The app itself stays in the tray: see
-//! [`on_run_event`].
+//! The app is two processes of this one program. The core (`--core`, see
+//! [`core`]) runs all day: tray, controller, embedded server, and no web
+//! page. The window (no arguments, see [`window`]) is made on Show and ends
+//! when the window closes, taking WebKit (about 200 MB with its web and
+//! network processes, and the GL stack) with it. A start at login
+//! (`--hidden`) starts only the core. [`link`] is what they say to each
+//! other.
 
 pub mod alerts;
 pub mod badge;
 pub mod commands;
 pub mod controller;
+pub mod core;
 pub mod embedded;
 pub mod history;
+pub mod link;
 pub mod settings;
 pub mod state;
+pub mod theme;
 pub mod tray;
+pub mod window;
 
 use controller::{Controller, Options, Ui};
 use serde_json::Value;
 use state::Notice;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use tauri::{AppHandle, Emitter, Manager, RunEvent, Runtime, WebviewWindowBuilder, WindowEvent};
+use std::sync::Arc;
+use tauri::{AppHandle, Emitter, Listener, Manager, RunEvent, Runtime};
 use tray::TrayModel;
 
 /// The event the window listens to.
@@ -37,19 +42,6 @@ pub const EVENT: &str = "presence";
 /// The window's label; its settings (page, title, size) are the entry of this
 /// label in `tauri.conf.json`, which Show uses again to make it.
 pub const WINDOW: &str = "main";
-
-/// Where the window was when it was last closed, so Show opens it there.
-#[derive(Debug, Default)]
-struct LastPlace(Mutex<Option<Place>>);
-
-/// A window's place in logical pixels (what a builder takes).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Place {
-    x: f64,
-    y: f64,
-    width: f64,
-    height: f64,
-}
 
 /// Sends the controller's news to the window and the tray of a Tauri app.
 struct TauriUi<R: Runtime> {
@@ -143,84 +135,20 @@ fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
     }
 }
 
-/// Shows the window, making it again if it was closed (the tray's Show
-/// window, a second start of the app).
-fn show_window<R: Runtime>(app: &AppHandle<R>) {
-    if let Some(w) = app.get_webview_window(WINDOW) {
-        let _ = w.unminimize();
-        let _ = w.show();
-        let _ = w.set_focus();
-        return;
-    }
-    if let Err(e) = open_window(app) {
-        tracing::warn!("cannot open the window: {e}");
-    }
-}
-
-/// Makes the window from its entry in `tauri.conf.json`, at the place it
-/// was closed at (the first time: where the window system puts it).
-fn open_window<R: Runtime>(app: &AppHandle<R>) -> Result<(), String> {
-    let config = app
-        .config()
-        .app
-        .windows
-        .iter()
-        .find(|w| w.label == WINDOW)
-        .cloned()
-        .ok_or_else(|| format!("tauri.conf.json has no window \"{WINDOW}\""))?;
-    let mut builder = WebviewWindowBuilder::from_config(app, &config).map_err(|e| e.to_string())?;
-    if let Some(p) = last_place(app) {
-        builder = builder.position(p.x, p.y).inner_size(p.width, p.height);
-    }
-    let window = builder.build().map_err(|e| e.to_string())?;
-    let _ = window.set_focus();
-    Ok(())
-}
-
-fn last_place<R: Runtime>(app: &AppHandle<R>) -> Option<Place> {
-    let place = app.try_state::<LastPlace>()?;
-    let last = *place.0.lock().unwrap_or_else(|e| e.into_inner());
-    last
-}
-
-/// Remembers where a window about to close is. A window whose size reads as
-/// zero (not mapped yet, or a runtime that does not know) leaves the last
-/// place as it was.
-fn remember_place<R: Runtime>(window: &tauri::Window<R>) {
-    let (Ok(position), Ok(size), Ok(scale)) = (
-        window.outer_position(),
-        window.inner_size(),
-        window.scale_factor(),
-    ) else {
-        return;
-    };
-    if size.width == 0 || size.height == 0 {
-        return;
-    }
-    let (position, size) = (
-        position.to_logical::<f64>(scale),
-        size.to_logical::<f64>(scale),
-    );
-    if let Some(last) = window.try_state::<LastPlace>() {
-        *last.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Place {
-            x: position.x,
-            y: position.y,
-            width: size.width,
-            height: size.height,
-        });
-    }
-}
-
-/// The app's run loop events: when its last window closes the app stays in
-/// the tray. An exit the app asks for itself (Quit, which has an exit code)
-/// goes ahead; one that comes from the last window closing (no code) is
-/// refused.
-pub fn on_run_event<R: Runtime>(_app: &AppHandle<R>, event: RunEvent) {
-    if let RunEvent::ExitRequested {
-        code: None, api, ..
-    } = event
-    {
-        api.prevent_exit();
+/// The core's run loop events: it stays in the tray until Quit (an exit
+/// with a code; one with none would come from a last window closing, and
+/// the core has none), and leaves no socket behind.
+pub fn on_run_event<R: Runtime>(app: &AppHandle<R>, event: RunEvent) {
+    match event {
+        RunEvent::ExitRequested {
+            code: None, api, ..
+        } => api.prevent_exit(),
+        RunEvent::Exit => {
+            if let Some(w) = app.try_state::<Arc<core::Windows>>() {
+                w.remove_socket();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -233,7 +161,11 @@ pub(crate) fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
         return;
     };
     match id {
-        "show" => show_window(app),
+        "show" => {
+            if let Some(w) = app.try_state::<Arc<core::Windows>>() {
+                w.show();
+            }
+        }
         "join" => {
             let joined = c.tray_model().joined;
             tauri::async_runtime::spawn(async move {
@@ -253,21 +185,11 @@ pub(crate) fn on_menu<R: Runtime>(app: &AppHandle<R>, id: &str) {
     }
 }
 
-/// Adds the commands and window behaviour to a builder (the real one in
-/// [`run`], the mock runtime's in tests).
+/// Adds the commands to a builder (the core's in [`run`], the mock runtime's
+/// in tests, where the page's webview is in the same process as the
+/// controller).
 pub fn configure<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder
-        .invoke_handler(commands::handler())
-        .manage(LastPlace::default())
-        .on_window_event(|window, event| {
-            // Closing the window releases it (and its web process); the app
-            // lives on in the tray.
-            if let WindowEvent::CloseRequested { .. } = event {
-                if window.label() == WINDOW {
-                    remember_place(window);
-                }
-            }
-        })
+    builder.invoke_handler(commands::handler())
 }
 
 /// Sets up the controller and the tray for an app.
@@ -284,26 +206,21 @@ pub fn setup<R: Runtime>(app: &AppHandle<R>, with_tray: bool) -> Result<Arc<Cont
     Ok(controller)
 }
 
-/// Turns off WebKit's monitor of the system's memory, unless the user set
-/// `WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR` (`=0` keeps it): a thread of this
-/// process that reads the system's memory every 5 s for the life of the app,
-/// window or not, and the last timer left while the window is closed
-/// (docs/benchmarks.md). The cost: WebKit no longer tells the page's process
-/// when the system runs short of memory, and the page is small (a list and
-/// a chart).
-#[cfg(target_os = "linux")]
-fn no_webkit_memory_monitor() {
-    const MONITOR: &str = "WEBKIT_DISABLE_MEMORY_PRESSURE_MONITOR";
-    if std::env::var_os(MONITOR).is_none() {
-        // Before any thread starts: nothing reads the environment yet.
-        std::env::set_var(MONITOR, "1");
+/// Sets an environment variable for this process unless the user set it,
+/// saying whether it did. Only before any thread starts: nothing reads the
+/// environment yet.
+fn default_env(name: &str, value: &str) -> bool {
+    if std::env::var_os(name).is_some() {
+        return false;
     }
+    std::env::set_var(name, value);
+    true
 }
 
-/// Runs the desktop app.
+/// Runs the desktop app: the core with `--core`, only makes sure the core
+/// runs with `--hidden` (a start at login), else the window. Other
+/// arguments (WebDriver adds its own) are ignored.
 pub fn run() {
-    #[cfg(target_os = "linux")]
-    no_webkit_memory_monitor();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHOSIN_LOG")
@@ -311,25 +228,77 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let result = if has("--core") {
+        run_core()
+    } else {
+        run_window(!has("--hidden"))
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The window process (or, with `window: false`, a start that only makes
+/// sure the core runs).
+fn run_window(window: bool) -> Result<(), String> {
+    let socket = link::socket_path_from_env();
+    match window::reach_core(&socket, window)? {
+        Some(window::Hello::Open {
+            link,
+            reader,
+            place,
+        }) => window::run(link, reader, place),
+        // A window is shown already (now in front), or none was asked for.
+        Some(window::Hello::Shown) | None => Ok(()),
+    }
+}
+
+/// The core: tray, controller, embedded server, the window's socket.
+fn run_core() -> Result<(), String> {
+    // The core never draws: GTK need not look for OpenGL when it opens the
+    // display (which loads Mesa and LLVM, 30 MB for the life of the app),
+    // and there is nothing for a screen reader to read (the tray's menu is
+    // drawn, and read, by the desktop's tray host).
+    // Windows it starts must not inherit these: theirs draw, and are read.
+    let not_for_windows: Vec<&'static str> = [("GDK_GL", "disable"), ("NO_AT_BRIDGE", "1")]
+        .into_iter()
+        .filter(|(name, value)| default_env(name, value))
+        .map(|(name, _)| name)
+        .collect();
+    let socket = link::socket_path_from_env();
     let app = configure(tauri::Builder::default())
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            show_window(app)
-        }))
+        // A second core (two starts at the same moment) leaves at once; the
+        // window process that started it finds this one on the socket.
+        .plugin(tauri_plugin_single_instance::init(|_app, _args, _cwd| {}))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            None,
+            Some(vec!["--hidden"]),
         ))
-        .setup(|app| {
-            setup(app.handle(), true).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+        .setup(move |app| {
+            let listener = core::listen(&socket)?;
+            let controller = setup(app.handle(), true)?;
+            let windows = core::Windows::new(
+                &options(app.handle()).config_dir,
+                socket.clone(),
+                not_for_windows.clone(),
+            );
+            app.manage(windows.clone());
+            let events = windows.clone();
+            app.listen_any(EVENT, move |e| events.event(e.payload()));
+            tauri::async_runtime::spawn(core::serve(
+                app.handle().clone(),
+                controller,
+                windows,
+                listener,
+            ));
             Ok(())
         })
-        .build(tauri::generate_context!());
-    match app {
-        Ok(app) => app.run(on_run_event),
-        Err(e) => {
-            eprintln!("error: whosin could not start: {e}");
-            std::process::exit(1);
-        }
-    }
+        .build(tauri::generate_context!())
+        .map_err(|e| format!("whosin could not start: {e}"))?;
+    app.run(on_run_event);
+    Ok(())
 }

@@ -37,6 +37,21 @@ export function descendant(pid, comm) {
   return null;
 }
 
+/** The app's core (`whosin-desktop --core`) for the settings folder
+ *  `configDir` (its WHOSIN_CONFIG_DIR), or null. The core outlives the
+ *  window process that started it, so it is found by what it is, not by
+ *  whose child it is. */
+export function findCore(configDir) {
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const argv = (read(`/proc/${p}/cmdline`) ?? '').split('\0');
+    if (!argv[0]?.endsWith('whosin-desktop') || !argv.includes('--core')) continue;
+    const env = (read(`/proc/${p}/environ`) ?? '').split('\0');
+    if (env.includes(`WHOSIN_CONFIG_DIR=${configDir}`) && alive(Number(p))) return Number(p);
+  }
+  return null;
+}
+
 /** Whether a process is still there (and not a zombie). */
 export function alive(pid) {
   const stat = read(`/proc/${pid}/stat`);
@@ -53,19 +68,31 @@ export function memoryKb(pid) {
   return Number.isNaN(pss) ? null : { pss, private: field('Private_Clean') + field('Private_Dirty') };
 }
 
-/** The app and its WebKit children with their memory: [{pid, comm, pss, private}]. */
-export function footprint(appPid) {
-  return [{ pid: appPid, comm: read(`/proc/${appPid}/comm`)?.trim() }, ...children(appPid)]
-    .map((p) => ({ ...p, ...memoryKb(p.pid) }))
-    .filter((p) => p.pss !== undefined);
+/** The given processes and all their descendants, each once: [{pid, comm}].
+ *  The app is its core, the window process (when the window is shown) and
+ *  WebKit's processes under it. */
+export function tree(pids) {
+  const out = new Map();
+  const add = (pid, comm) => {
+    if (out.has(pid) || !alive(pid)) return;
+    out.set(pid, { pid, comm: comm ?? read(`/proc/${pid}/comm`)?.trim() });
+    for (const c of children(pid)) add(c.pid, c.comm);
+  };
+  for (const pid of pids) if (pid) add(pid);
+  return [...out.values()].filter((p) => p.comm);
 }
 
-/** Context switches (voluntary and not) of every thread of a process and
- *  its children, keyed "pid/tid": {name: "process/thread", n}. Each is a
- *  wake-up: a thread that slept and was woken, or was preempted. */
-export function threadSwitches(pid) {
+/** The processes of `tree(pids)` with their memory: [{pid, comm, pss, private}]. */
+export function footprint(pids) {
+  return tree(pids).map((p) => ({ ...p, ...memoryKb(p.pid) })).filter((p) => p.pss !== undefined);
+}
+
+/** Context switches (voluntary and not) of every thread of `tree(pids)`,
+ *  keyed "pid/tid": {name: "process/thread", n}. Each is a wake-up: a
+ *  thread that slept and was woken, or was preempted. */
+export function threadSwitches(pids) {
   const out = new Map();
-  for (const p of [{ pid, comm: read(`/proc/${pid}/comm`)?.trim() }, ...children(pid)]) {
+  for (const p of tree(pids)) {
     let tasks = [];
     try { tasks = readdirSync(`/proc/${p.pid}/task`); } catch { continue; }
     for (const t of tasks) {

@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, whosinBin } from '../lib/server.mjs';
 import { startTrayWatcher } from './tray.mjs';
-import { WEB_PROCESS, alive, closeWindow, descendant } from './app.mjs';
+import { WEB_PROCESS, alive, closeWindow, descendant, findCore } from './app.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -97,8 +97,14 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const wd = new WebDriver(driverPort);
   await waitFor('tauri-driver /status', async () => (await fetch(`${wd.base}/status`)).ok);
   await wd.start(DESKTOP);
-  // Closing the window only hides it to the tray: quit the app for real.
-  t.after(async () => { await wd.invoke('quit').catch(() => {}); await wd.stop(); });
+  // Closing the window leaves the app in the tray: quit it for real, and
+  // should that not reach it, end its core.
+  t.after(async () => {
+    await wd.invoke('quit').catch(() => {});
+    await wd.stop();
+    const core = findCore(config);
+    if (core) process.kill(core, 'SIGKILL');
+  });
 
   // On the embedded default, alone: 1.
   await waitFor('#count = 1', async () => (await wd.text('#count')) === '1');
@@ -173,20 +179,26 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   await waitFor('the chart drawn', async () => (await wd.text('#history-peak')).startsWith('Peak today'));
   writeFileSync(SCREENSHOT, await wd.screenshot());
 
-  // Closing the window releases it: the window and WebKit's web process go,
-  // the app stays in the tray and keeps it up to date; Show window in the
-  // tray menu makes the window again where it was, with the current counts.
-  const app = descendant(driver.pid, 'whosin-desktop');
-  assert.ok(app, 'the app runs under the driver');
-  const web = descendant(app, WEB_PROCESS);
+  // The app is two processes: the window, which WebDriver started, and the
+  // core it started, which holds the tray and never loads a page.
+  const win = descendant(driver.pid, 'whosin-desktop');
+  assert.ok(win, 'the window process runs under the driver');
+  const core = findCore(config);
+  assert.ok(core && core !== win, 'the core runs beside it');
+  const web = descendant(win, WEB_PROCESS);
   assert.ok(web, 'the window has its web process');
+  assert.equal(descendant(core, WEB_PROCESS), null, 'the core has no web process');
+
+  // Closing the window ends its process, and WebKit's with it; the core
+  // stays in the tray and keeps it up to date; Show window in the tray menu
+  // makes the window again where it was.
   const place = { x: 40, y: 30, width: 460, height: 600 };
   await wd.setRect(place);
   await waitFor('the window moved', async () => JSON.stringify(await wd.rect()) === JSON.stringify(place));
-  assert.equal(await closeWindow(app), 1, 'one window to close');
-  await waitFor('the window gone', async () => (await wd.handles()).length === 0);
+  assert.equal(await closeWindow(win), 1, 'one window to close');
+  await waitFor('the window process gone', () => !alive(win));
   await waitFor('the web process gone', () => !alive(web));
-  assert.ok(alive(app), 'the app lives on in the tray');
+  assert.ok(alive(core), 'the core lives on in the tray');
   // A visitor on this computer while the window is closed: 2 here, 2 at the
   // shop, 4 in all beside the icon.
   const late = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
@@ -194,14 +206,22 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   { stdio: 'ignore' });
   t.after(() => late.kill('SIGKILL'));
   await trayLabel(watcher, '4 online');
-  assert.equal(await wd.handles().then((h) => h.length), 0, 'the window stays closed');
+  assert.ok(!descendant(core, 'whosin-desktop'), 'no window while closed');
   await watcher.click('Show window');
-  const [handle] = await waitFor('the window made again', async () => {
-    const h = await wd.handles();
-    return h.length === 1 && h;
-  });
-  await wd.switchTo(handle);
-  assert.ok(descendant(app, WEB_PROCESS), 'a web process for the new window');
+  const shown = await waitFor('a window process made by Show', () => descendant(core, 'whosin-desktop'));
+  await waitFor('its web process', () => descendant(shown, WEB_PROCESS));
+  // Show window again while it is shown brings that one forward: no second window.
+  await watcher.click('Show window');
+  // It opened where the first one closed; close it there.
+  await waitFor('the window made by Show on screen', async () => (await closeWindow(shown)) === 1);
+  await waitFor('that window process gone', () => !alive(shown));
+  const extra = descendant(core, 'whosin-desktop');
+  assert.ok(!extra || !alive(extra), 'Show made one window');
+
+  // Starting the app again (here: a new WebDriver session) opens the window
+  // where it was, with the current counts, the shop still selected.
+  await wd.stop();
+  await wd.start(DESKTOP);
   await waitFor('#count = 2 for the shop, still shown', async () => (await wd.text('#count')) === '2');
   await waitFor('#sites with this computer at 2', async () => {
     const rows = await wd.texts('#sites li');
@@ -211,20 +231,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   await wd.invoke('select_site', { id: 'default' });
   await waitFor('the late visitor listed', async () => (await wd.texts('#visitors li')).includes('Late Visitor — 127.0.0.1'));
   assert.equal(await wd.text('#count'), '2');
-
-  // Starting the app again while its window is closed opens the window too.
-  assert.equal(await closeWindow(app), 1);
-  await waitFor('the window gone again', async () => (await wd.handles()).length === 0);
-  const restart = spawn(DESKTOP, [], { env, stdio: 'ignore' });
-  const restartExit = await waitFor('the second start to exit', () => (restart.exitCode !== null ? { code: restart.exitCode } : null), 20_000)
-    .finally(() => { if (restart.exitCode === null) restart.kill('SIGKILL'); });
-  assert.equal(restartExit.code, 0);
-  const [reopened] = await waitFor('the window made again by the second start', async () => {
-    const h = await wd.handles();
-    return h.length === 1 && h;
-  });
-  await wd.switchTo(reopened);
-  await waitFor('#count = 2 after the second start', async () => (await wd.text('#count')) === '2');
+  assert.equal(findCore(config), core, 'the same core all along');
 });
 
 // Waits until the label beside the tray icon, read over DBus, is `label`

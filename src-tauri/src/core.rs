@@ -1,0 +1,313 @@
+//! The core: the process that runs all day.
+//!
+//! It holds the tray, the controller (the presence connections, the
+//! history, the alerts) and the embedded server, and never makes a web
+//! page: WebKit, the GL stack and WebKit's network process cost more than
+//! everything else together, and they belong to the window, which lives in
+//! a process of its own ([`crate::window`]) for as long as it is shown.
+//! The core listens on a Unix socket ([`crate::link`]) for that process:
+//! one window at a time, its commands run by [`crate::commands::run`], the
+//! controller's events passed on to it, and its place kept (in
+//! `window.json` beside the settings) for the next one.
+
+use crate::commands;
+use crate::controller::Controller;
+use crate::link::{self, Place, ToCore, ToWindow};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tauri::{AppHandle, Runtime};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+/// Environment a window process must not inherit from the core: what
+/// WebDriver gave the process that started the core, so that only the window
+/// it launched itself is automated.
+pub const AUTOMATION_ENV: &[&str] = &[
+    "WEBKIT_INSPECTOR_SERVER",
+    "TAURI_WEBVIEW_AUTOMATION",
+    "TAURI_AUTOMATION",
+];
+
+/// How long a window process started by Show has to say hello before Show
+/// starts another.
+const SPAWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The window the core knows of: at most one connected window process, and
+/// where the last one was.
+#[derive(Debug)]
+pub struct Windows {
+    current: Mutex<Current>,
+    next_id: AtomicU64,
+    place_file: PathBuf,
+    socket: PathBuf,
+    /// Environment the core set for itself that a window must not inherit.
+    not_for_windows: Vec<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    /// The connected window process: its connection's id and its lines' queue.
+    window: Option<(u64, mpsc::UnboundedSender<String>)>,
+    /// When Show last started a window process that has not said hello yet.
+    spawned: Option<Instant>,
+    place: Option<Place>,
+}
+
+impl Windows {
+    /// `config_dir` holds `window.json`, the last window's place; `socket`
+    /// is where the core listens; `not_for_windows` the environment the
+    /// core set for itself alone.
+    pub fn new(
+        config_dir: &Path,
+        socket: PathBuf,
+        not_for_windows: Vec<&'static str>,
+    ) -> Arc<Windows> {
+        let place_file = config_dir.join("window.json");
+        let place = std::fs::read_to_string(&place_file)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Place>(&s).ok())
+            .filter(Place::is_usable);
+        Arc::new(Windows {
+            current: Mutex::new(Current {
+                place,
+                ..Current::default()
+            }),
+            next_id: AtomicU64::new(1),
+            place_file,
+            socket,
+            not_for_windows,
+        })
+    }
+
+    /// Removes the socket as the core exits, so that the next start does
+    /// not try a dead one first.
+    pub fn remove_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Passes an event for the page (already JSON) to the window, if one is
+    /// shown. With none, there is nothing to do: a window made later starts
+    /// from the `snapshot` command.
+    pub fn event(&self, payload: &str) {
+        let Ok(payload) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        if let Some((_, tx)) = &self.current().window {
+            let _ = tx.send(link::encode(&ToWindow::Event { payload }));
+        }
+    }
+
+    /// The tray's Show window: brings the shown window to the front, or
+    /// starts a window process (the same program, no arguments).
+    pub fn show(&self) {
+        let mut current = self.current();
+        if let Some((_, tx)) = &current.window {
+            let _ = tx.send(link::encode(&ToWindow::Focus));
+            return;
+        }
+        if current.spawned.is_some_and(|t| t.elapsed() < SPAWN_GRACE) {
+            return;
+        }
+        match spawn_window(&self.not_for_windows) {
+            Ok(()) => current.spawned = Some(Instant::now()),
+            Err(e) => tracing::warn!("cannot open the window: {e}"),
+        }
+    }
+
+    /// A window process said hello: it becomes the window, unless one is
+    /// shown already (that one comes to the front instead).
+    fn hello(&self, tx: &mpsc::UnboundedSender<String>) -> (Option<u64>, ToWindow) {
+        let mut current = self.current();
+        current.spawned = None;
+        if let Some((_, shown)) = &current.window {
+            let _ = shown.send(link::encode(&ToWindow::Focus));
+            return (None, ToWindow::Shown);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        current.window = Some((id, tx.clone()));
+        (
+            Some(id),
+            ToWindow::Open {
+                place: current.place,
+            },
+        )
+    }
+
+    fn gone(&self, id: u64) {
+        let mut current = self.current();
+        if current.window.as_ref().is_some_and(|(w, _)| *w == id) {
+            current.window = None;
+        }
+    }
+
+    fn remember(&self, place: Place) {
+        if !place.is_usable() {
+            return;
+        }
+        self.current().place = Some(place);
+        let json = serde_json::to_string(&place).expect("a place serializes");
+        if let Err(e) = std::fs::write(&self.place_file, json) {
+            tracing::debug!(error = %e, file = %self.place_file.display(), "cannot keep the window's place");
+        }
+    }
+}
+
+/// Starts a window process and reaps it when it ends.
+fn spawn_window(not_inherited: &[&str]) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::null());
+    for var in AUTOMATION_ENV.iter().chain(not_inherited) {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn()?;
+    std::thread::Builder::new()
+        .name("window-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        })?;
+    Ok(())
+}
+
+/// Listens for window processes on `path`. Fails, saying why, when another
+/// core answers there or the socket cannot be made.
+pub fn listen(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "whosin is already running (it answers at {})",
+            path.display()
+        ));
+    }
+    // Nothing answers: a file left by a core that ended without cleaning up.
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+        format!(
+            "cannot listen at {}: {e}; check that the folder is writable",
+            path.display()
+        )
+    })?;
+    // Only this user may drive the app.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen at {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves window processes until the app exits.
+pub async fn serve<R: Runtime>(
+    app: AppHandle<R>,
+    controller: Arc<Controller>,
+    windows: Arc<Windows>,
+    listener: std::os::unix::net::UnixListener,
+) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for the window; Show window will not work");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (app, c, w) = (app.clone(), controller.clone(), windows.clone());
+                tauri::async_runtime::spawn(async move { connection(app, c, w, stream).await });
+            }
+            Err(e) => {
+                // Out of descriptors or the like: wait rather than spin.
+                tracing::warn!(error = %e, "cannot take a window's connection");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// One window process's connection: hello, then its calls and place.
+async fn connection<R: Runtime>(
+    app: AppHandle<R>,
+    controller: Arc<Controller>,
+    windows: Arc<Windows>,
+    stream: UnixStream,
+) {
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // One writer, so that replies and events never interleave in a line.
+    let writer = tauri::async_runtime::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            if write.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(read);
+    let mut line = String::new();
+    let mut id = None;
+    loop {
+        line.clear();
+        match (&mut lines)
+            .take(link::MAX_LINE as u64)
+            .read_line(&mut line)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) if !line.ends_with('\n') => {
+                tracing::warn!("a window process sent an overlong line; closing its connection");
+                break;
+            }
+            Ok(_) => {}
+        }
+        let message = match link::decode::<ToCore>(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("{e}");
+                break;
+            }
+        };
+        match message {
+            ToCore::Hello { pid } => {
+                let (window, answer) = windows.hello(&tx);
+                tracing::debug!(pid, shown = window.is_none(), "a window process said hello");
+                id = window;
+                let _ = tx.send(link::encode(&answer));
+                if id.is_none() {
+                    break;
+                }
+            }
+            ToCore::Call {
+                id: call,
+                name,
+                args,
+            } => {
+                let (app, c, tx) = (app.clone(), controller.clone(), tx.clone());
+                tauri::async_runtime::spawn(async move {
+                    let result = commands::run(&app, &c, &name, &args).await;
+                    let _ = tx.send(link::encode(&ToWindow::Reply {
+                        id: call,
+                        result: result.into(),
+                    }));
+                });
+            }
+            ToCore::Place { place } => windows.remember(place),
+        }
+    }
+    if let Some(id) = id {
+        windows.gone(id);
+    }
+    drop(tx);
+    let _ = writer.await;
+}

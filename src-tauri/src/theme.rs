@@ -1,0 +1,107 @@
+//! The desktop's light or dark preference, for the window.
+//!
+//! Desktops publish it through the settings portal
+//! (`org.freedesktop.portal.Settings`, key `org.freedesktop.appearance
+//! color-scheme`). Tauri's own listener for it (its `dbus` feature) runs in
+//! every process for the life of the app and wakes every 5 seconds, and the
+//! core, which has no window, would pay that all day. So the feature is off
+//! and the window process asks here instead: once when the window is made,
+//! then by waiting for the portal's change signal, which costs nothing while
+//! nothing changes and ends with the window.
+
+use tauri::{Runtime, Theme, WebviewWindow};
+use zbus::zvariant::{OwnedValue, Value};
+
+const PORTAL: &str = "org.freedesktop.portal.Desktop";
+const PATH: &str = "/org/freedesktop/portal/desktop";
+const SETTINGS: &str = "org.freedesktop.portal.Settings";
+const NAMESPACE: &str = "org.freedesktop.appearance";
+const KEY: &str = "color-scheme";
+
+/// The portal's value as a theme: 1 prefers dark, 2 prefers light, 0 has no
+/// preference (the window's default, light).
+pub fn from_scheme(scheme: u32) -> Option<Theme> {
+    match scheme {
+        1 => Some(Theme::Dark),
+        2 => Some(Theme::Light),
+        _ => None,
+    }
+}
+
+/// The number in a portal value, however deep in variants it is (older
+/// portals wrap `Read`'s answer twice).
+fn scheme_of(value: &Value<'_>) -> Option<u32> {
+    match value {
+        Value::U32(n) => Some(*n),
+        Value::Value(inner) => scheme_of(inner),
+        _ => None,
+    }
+}
+
+/// The desktop's preference now; `None` when there is no portal or no
+/// preference.
+pub fn current() -> Option<Theme> {
+    let conn = zbus::blocking::Connection::session().ok()?;
+    let reply = conn
+        .call_method(
+            Some(PORTAL),
+            PATH,
+            Some(SETTINGS),
+            "Read",
+            &(NAMESPACE, KEY),
+        )
+        .ok()?;
+    let value: OwnedValue = reply.body().deserialize().ok()?;
+    from_scheme(scheme_of(&value)?)
+}
+
+/// Follows changes of the preference for as long as the window process
+/// lives, on a thread of its own that sleeps until the portal speaks.
+pub fn follow<R: Runtime>(window: WebviewWindow<R>) {
+    let run = move || -> zbus::Result<()> {
+        let conn = zbus::blocking::Connection::session()?;
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface(SETTINGS)?
+            .member("SettingChanged")?
+            .build();
+        for message in zbus::blocking::MessageIterator::for_match_rule(rule, &conn, None)? {
+            let message = message?;
+            let Ok((namespace, key, value)) =
+                message.body().deserialize::<(String, String, OwnedValue)>()
+            else {
+                continue;
+            };
+            if namespace == NAMESPACE && key == KEY {
+                if let Some(scheme) = scheme_of(&value) {
+                    let _ = window.set_theme(from_scheme(scheme));
+                }
+            }
+        }
+        Ok(())
+    };
+    let _ = std::thread::Builder::new()
+        .name("theme".into())
+        .spawn(move || {
+            if let Err(e) = run() {
+                tracing::debug!(error = %e, "not following the desktop's light or dark preference");
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_portal_scheme_reads_as_a_theme_however_wrapped() {
+        assert_eq!(from_scheme(1), Some(Theme::Dark));
+        assert_eq!(from_scheme(2), Some(Theme::Light));
+        assert_eq!(from_scheme(0), None);
+        assert_eq!(from_scheme(7), None);
+        let twice = Value::Value(Box::new(Value::Value(Box::new(Value::U32(1)))));
+        assert_eq!(scheme_of(&twice), Some(1));
+        assert_eq!(scheme_of(&Value::U32(2)), Some(2));
+        assert_eq!(scheme_of(&Value::Str("dark".into())), None);
+    }
+}
