@@ -87,20 +87,12 @@ async fn start(secret: &str, port: u16) -> Result<Running, StartError> {
 /// our secret.
 async fn is_ours(port: u16, secret: &str) -> bool {
     let path = format!("/apps/{EMBEDDED_APP}/channels");
-    let ts = SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or_default()
-        .to_string();
-    let params = [
-        ("auth_key", EMBEDDED_APP),
-        ("auth_timestamp", ts.as_str()),
-        ("auth_version", "1.0"),
-    ];
-    let sig = sign::rest_signature(secret, "GET", &path, params);
-    let url = format!(
-        "http://127.0.0.1:{port}{path}?auth_key={EMBEDDED_APP}&auth_timestamp={ts}&auth_version=1.0&auth_signature={sig}"
-    );
+        .unwrap_or_default();
+    let query = sign::rest_query(EMBEDDED_APP, secret, "GET", &path, &[], now);
+    let url = format!("http://127.0.0.1:{port}{path}?{query}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

@@ -543,19 +543,12 @@ async fn broadcast(a: BroadcastArgs) -> Result<()> {
         tick.tick().await;
         let body = json!({"name":"tick","channel":channel,"data": json!({"n": n, "t": now_ms(), "pad": padding}).to_string()}).to_string();
         let path = format!("/apps/{}/events", a.app_id);
-        let ts = std::time::SystemTime::now()
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            .to_string();
+            .as_secs();
         let md5 = sign::body_md5(body.as_bytes());
-        let params = [
-            ("auth_key", a.key.as_str()),
-            ("auth_timestamp", ts.as_str()),
-            ("auth_version", "1.0"),
-            ("body_md5", md5.as_str()),
-        ];
-        let sig = sign::rest_signature(&a.secret, "POST", &path, params);
-        let url = format!("{base}{path}?auth_key={}&auth_timestamp={ts}&auth_version=1.0&body_md5={md5}&auth_signature={sig}", a.key);
+        let query = sign::rest_query(&a.key, &a.secret, "POST", &path, &[("body_md5", &md5)], now);
+        let url = format!("{base}{path}?{query}");
         let resp = http
             .post(url)
             .header("content-type", "application/json")

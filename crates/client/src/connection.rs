@@ -97,12 +97,8 @@ impl ClientBuilder {
 
     /// Starts the connection task on the current tokio runtime.
     pub fn connect(self) -> (Client, Events) {
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (ev_tx, ev_rx) = mpsc::channel(self.event_capacity);
-        let view = Arc::new(Mutex::new(View {
-            state: ConnectionState::Connecting,
-            session: Session::new(self.authorizer.is_some()),
-        }));
+        let (client, events, ends) =
+            handles(Session::new(self.authorizer.is_some()), self.event_capacity);
         let (auth_tx, auth_rx) = mpsc::unbounded_channel();
         let task = Task {
             endpoint: self.endpoint,
@@ -111,21 +107,46 @@ impl ClientBuilder {
             pong_timeout: self.pong_timeout,
             connect_timeout: self.connect_timeout,
             backoff: self.backoff,
-            commands: cmd_rx,
-            events: ev_tx,
-            view: view.clone(),
+            commands: ends.commands,
+            events: ends.events,
+            view: ends.view,
             auth_tx,
             auth_rx,
         };
         tokio::spawn(task.run());
-        (
-            Client {
-                commands: cmd_tx,
-                view,
-            },
-            Events { rx: ev_rx },
-        )
+        (client, events)
     }
+}
+
+/// The task's ends of a [`Client`] and its [`Events`]: commands in, events
+/// out, and the view both share. The WebSocket task holds them, and so does
+/// the REST watcher ([`crate::rest`]), so that callers see one kind of client.
+pub(crate) struct Ends {
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) view: Arc<Mutex<View>>,
+}
+
+/// A client handle, its events, and the ends a task keeps.
+pub(crate) fn handles(session: Session, event_capacity: usize) -> (Client, Events, Ends) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(event_capacity);
+    let view = Arc::new(Mutex::new(View {
+        state: ConnectionState::Connecting,
+        session,
+    }));
+    (
+        Client {
+            commands: cmd_tx,
+            view: view.clone(),
+        },
+        Events { rx: ev_rx },
+        Ends {
+            commands: cmd_rx,
+            events: ev_tx,
+            view,
+        },
+    )
 }
 
 /// The stream of [`Event`]s of one client.
@@ -142,8 +163,9 @@ impl Events {
     }
 }
 
+/// What a [`Client`] handle asks of its task.
 #[derive(Debug)]
-enum Command {
+pub(crate) enum Command {
     Subscribe(String),
     Unsubscribe(String),
     Trigger {
@@ -157,9 +179,9 @@ enum Command {
 /// What the handle can read without asking the task: the state, and the
 /// session (the one place the rosters are kept).
 #[derive(Debug)]
-struct View {
-    state: ConnectionState,
-    session: Session,
+pub(crate) struct View {
+    pub(crate) state: ConnectionState,
+    pub(crate) session: Session,
 }
 
 /// A handle to a running client. Cheap to clone; the connection closes when

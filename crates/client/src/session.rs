@@ -329,12 +329,24 @@ impl Session {
         }
     }
 
-    /// A presence roster: the first is reported whole, a later one (after
-    /// a reconnect) as the changes it brings, counts stepping through them.
+    /// A presence roster from `subscription_succeeded` (each member's info
+    /// as the JSON text the frame carries).
     fn on_snapshot(&mut self, channel: String, list: Vec<(String, String)>) -> Vec<Output> {
         let fresh = list
             .into_iter()
             .map(|(id, info)| (id, serde_json::from_str(&info).unwrap_or(Value::Null)));
+        self.roster(channel, fresh)
+    }
+
+    /// Everyone present in a presence channel now, however it was learnt
+    /// (a `subscription_succeeded`, or a REST API's user list): the first
+    /// roster is reported whole, a later one as the changes it brings,
+    /// counts stepping through them.
+    pub fn roster(
+        &mut self,
+        channel: String,
+        fresh: impl IntoIterator<Item = (String, Value)>,
+    ) -> Vec<Output> {
         let roster = self
             .rosters
             .entry(channel.clone())
