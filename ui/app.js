@@ -180,7 +180,7 @@ async function addSite(ev, invoke) {
   const url = form.url.value.trim();
   const cluster = form.cluster.value.trim();
   const remote = url || cluster
-    ? { url: url || null, cluster: cluster || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim() }
+    ? { url: url || null, cluster: cluster || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim(), app_id: form.app_id.value.trim() || null, secret: form.secret.value.trim() || null }
     : null;
   const site = { name: form.name.value.trim(), remote, channel: form.channel.value.trim() || null, watch: form.watch.checked };
   try {
@@ -217,6 +217,8 @@ async function toggleSettings(invoke) {
   form.key.value = r.key || '';
   form.auth_endpoint.value = r.auth_endpoint || '';
   form.observer_token.value = r.observer_token || '';
+  form.app_id.value = r.app_id || '';
+  form.secret.value = r.secret || '';
   form.watch.checked = !!s.watch;
   form.channel.value = s.channel || '';
   form.notifications.checked = !!s.notifications;
@@ -230,7 +232,7 @@ async function saveSettings(ev, invoke) {
   const form = ev.target;
   const err = document.getElementById('settings-error');
   const remote = form.mode.value === 'remote'
-    ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim(), observer_token: form.observer_token.value.trim() || null }
+    ? { url: form.url.value.trim() || null, cluster: form.cluster.value.trim() || null, key: form.key.value.trim(), auth_endpoint: form.auth_endpoint.value.trim(), observer_token: form.observer_token.value.trim() || null, app_id: form.app_id.value.trim() || null, secret: form.secret.value.trim() || null }
     : null;
   const alertAt = parseInt(form.alert_at.value, 10);
   const settings = {

@@ -43,6 +43,19 @@ pub struct Options {
     pub embedded_port: u16,
     /// Public IP lookup endpoints (empty: no lookup).
     pub ip_lookup: Vec<String>,
+    /// How often a site watched through a REST API is read
+    /// ([`whosin_client::rest::DEFAULT_INTERVAL`] in the app).
+    pub rest_interval: std::time::Duration,
+}
+
+/// A site's connection, made: the client and its events, the channel it
+/// watches, the server, and the identity an auth endpoint may update.
+struct Opened {
+    client: Client,
+    events: Events,
+    channel: String,
+    endpoint: whosin_client::Endpoint,
+    identity: Option<VisitorIdentity>,
 }
 
 struct Inner {
@@ -520,7 +533,7 @@ impl Controller {
                 c.close();
             }
             inner.state.restart();
-            if matches!(target, Target::Remote { .. }) {
+            if !matches!(target, Target::Embedded { .. }) {
                 inner.state.address = None;
                 inner.embedded.take()
             } else {
@@ -532,19 +545,18 @@ impl Controller {
         }
         self.refresh_tray();
 
-        let (visitor, channel) = self
-            .visitor_for(&settings, settings.site(), &target)
-            .await?;
-        let builder = visitor.client();
-        let (client, events) = builder.connect();
-        client.subscribe(&channel);
-        self.fill_gap(settings.site(), &visitor.endpoint, &channel);
+        let Opened {
+            client,
+            events,
+            channel,
+            endpoint,
+            identity,
+        } = self.open(&settings, settings.site(), &target).await?;
+        self.fill_gap(settings.site(), &endpoint, &channel);
         let generation = {
             let mut inner = self.inner();
             inner.state.me_id = Some(settings.visitor_id.clone());
-            // Only an auth endpoint answers with an id and token to keep.
-            inner.identity = matches!(visitor.signing, Signing::AuthEndpoint { .. })
-                .then(|| visitor.identity.clone());
+            inner.identity = identity;
             inner.client = Some(client);
             inner.channel = Some(channel);
             inner.generation
@@ -554,6 +566,49 @@ impl Controller {
         self.refresh_window();
         self.connect_others().await;
         Ok(())
+    }
+
+    /// Connects to `site` at `target` and subscribes its channel: as this
+    /// visitor (or an observer), or, for a site watched through the REST
+    /// API, by reading its user list without joining.
+    async fn open(
+        &self,
+        settings: &Settings,
+        site: &Site,
+        target: &Target,
+    ) -> Result<Opened, String> {
+        if let Target::Rest {
+            endpoint,
+            app_id,
+            secret,
+            channel,
+        } = target
+        {
+            let (client, events) = whosin_client::RestWatch::new(endpoint, app_id, secret)
+                .map_err(|e| e.to_string())?
+                .interval(self.options.rest_interval)
+                .start();
+            client.subscribe(channel);
+            return Ok(Opened {
+                client,
+                events,
+                channel: channel.clone(),
+                endpoint: endpoint.clone(),
+                identity: None,
+            });
+        }
+        let (visitor, channel) = self.visitor_for(settings, site, target).await?;
+        let (client, events) = visitor.client().connect();
+        client.subscribe(&channel);
+        Ok(Opened {
+            client,
+            events,
+            channel,
+            endpoint: visitor.endpoint.clone(),
+            // Only an auth endpoint answers with an id and token to keep.
+            identity: matches!(visitor.signing, Signing::AuthEndpoint { .. })
+                .then(|| visitor.identity.clone()),
+        })
     }
 
     /// Who joins `target` as this visitor, and on which channel: signed with
@@ -616,6 +671,9 @@ impl Controller {
                 };
                 (visitor, channel.clone())
             }
+            Target::Rest { .. } => {
+                return Err("a site watched through the REST API has no visitor".into())
+            }
         })
     }
 
@@ -639,16 +697,20 @@ impl Controller {
                     continue;
                 }
             };
-            let (visitor, channel) = match self.visitor_for(&settings, site, &target).await {
-                Ok(v) => v,
+            let Opened {
+                client,
+                events,
+                channel,
+                endpoint,
+                ..
+            } = match self.open(&settings, site, &target).await {
+                Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(site = %site.name, "site not watched: {e}");
                     continue;
                 }
             };
-            let (client, events) = visitor.client().connect();
-            client.subscribe(&channel);
-            self.fill_gap(site, &visitor.endpoint, &channel);
+            self.fill_gap(site, &endpoint, &channel);
             {
                 let mut inner = self.inner();
                 if inner.others_generation != generation {

@@ -132,6 +132,7 @@ fn options<R: Runtime>(app: &AppHandle<R>) -> Options {
         data_dir,
         embedded_port,
         ip_lookup,
+        rest_interval: whosin_client::rest::DEFAULT_INTERVAL,
     }
 }
 

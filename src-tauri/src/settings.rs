@@ -38,6 +38,32 @@ pub struct Remote {
     /// watch. Kept in the settings file (0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observer_token: Option<String>,
+    /// The app's id, with [`Remote::secret`]: a site set to watch is then
+    /// watched through the server's REST API, not counted, on any
+    /// Pusher-compatible server (hosted Pusher, Soketi, Sockudo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// The app's secret, which the site's owner gives for REST watching.
+    /// Kept in the settings file (0600); never sent anywhere but as REST
+    /// signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Remote {
+    /// The same with its fields trimmed and empty ones dropped.
+    fn normalized(self) -> Remote {
+        let text = |v: Option<String>| v.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        Remote {
+            url: text(self.url),
+            cluster: text(self.cluster),
+            key: self.key.trim().to_owned(),
+            auth_endpoint: self.auth_endpoint.trim().to_owned(),
+            observer_token: text(self.observer_token),
+            app_id: text(self.app_id),
+            secret: text(self.secret),
+        }
+    }
 }
 
 /// One site the app watches: a server and a presence channel on it.
@@ -187,6 +213,18 @@ pub enum Target {
         endpoint: Endpoint,
         /// Who signs.
         auth_endpoint: String,
+        /// Channel.
+        channel: String,
+    },
+    /// A remote server watched through its REST API with the app's secret
+    /// (a site set to watch, given the app id and secret).
+    Rest {
+        /// The server (its REST API is beside it).
+        endpoint: Endpoint,
+        /// The app's id.
+        app_id: String,
+        /// The app's secret.
+        secret: String,
         /// Channel.
         channel: String,
     },
@@ -396,19 +434,7 @@ impl Settings {
             .channel
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty());
-        site.remote = e.remote.map(|r| Remote {
-            url: r.url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
-            cluster: r
-                .cluster
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty()),
-            key: r.key.trim().to_owned(),
-            auth_endpoint: r.auth_endpoint.trim().to_owned(),
-            observer_token: r
-                .observer_token
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty()),
-        });
+        site.remote = e.remote.map(Remote::normalized);
         site.alert_at = e.alert_at.filter(|n| *n > 0);
         site.alert_empty = e.alert_empty;
         site.watch = e.watch;
@@ -470,7 +496,7 @@ impl Settings {
         let site = Site {
             id: id.clone(),
             name: name.to_owned(),
-            remote: n.remote,
+            remote: n.remote.map(Remote::normalized),
             channel: n
                 .channel
                 .map(|c| c.trim().to_owned())
@@ -540,6 +566,22 @@ impl Site {
             &remote.key,
         )
         .map_err(|e| SettingsError::Server(e.to_string()))?;
+        match (&remote.app_id, &remote.secret) {
+            (Some(app_id), Some(secret)) if self.watch => {
+                return Ok(Target::Rest {
+                    endpoint,
+                    app_id: app_id.clone(),
+                    secret: secret.clone(),
+                    channel,
+                });
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(SettingsError::Server(
+                    "give both the app id and the app secret (to watch through the REST API), or neither".into(),
+                ));
+            }
+            _ => {}
+        }
         let auth = &remote.auth_endpoint;
         if !(auth.starts_with("http://") || auth.starts_with("https://")) || auth.len() < 10 {
             return Err(SettingsError::Server(
@@ -568,6 +610,8 @@ mod tests {
                 key: key.into(),
                 auth_endpoint: auth.into(),
                 observer_token: None,
+                app_id: None,
+                secret: None,
             }),
             notifications: false,
             autostart: false,
@@ -736,5 +780,49 @@ mod tests {
         Settings::load_or_create(&dir).unwrap();
         assert_eq!(mode(), 0o600, "an older 0644 file is fixed on start");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_watched_site_with_the_app_secret_is_watched_through_rest() {
+        let mut site = Site {
+            id: "s".into(),
+            name: "Shop".into(),
+            remote: Some(
+                Remote {
+                    url: Some(" wss://example.com ".into()),
+                    key: "k".into(),
+                    app_id: Some(" 7 ".into()),
+                    secret: Some("x".into()),
+                    ..Remote::default()
+                }
+                .normalized(),
+            ),
+            channel: None,
+            alert_at: None,
+            alert_empty: false,
+            watch: true,
+        };
+        // No auth endpoint needed: nobody joins.
+        assert!(
+            matches!(site.target(), Ok(Target::Rest { ref app_id, ref secret, ref channel, .. })
+                if app_id == "7" && secret == "x" && channel == DEFAULT_CHANNEL),
+            "{:?}",
+            site.target()
+        );
+        // Joined as a visitor, the auth endpoint is needed again.
+        site.watch = false;
+        assert!(
+            matches!(site.target(), Err(SettingsError::Server(ref m)) if m.contains("auth endpoint")),
+            "{:?}",
+            site.target()
+        );
+        // An id without its secret says what is missing.
+        site.watch = true;
+        site.remote.as_mut().unwrap().secret = None;
+        assert!(
+            matches!(site.target(), Err(SettingsError::Server(ref m)) if m.contains("both the app id and the app secret")),
+            "{:?}",
+            site.target()
+        );
     }
 }

@@ -73,6 +73,7 @@ fn fresh_options(name: &str) -> Options {
         data_dir: dir,
         embedded_port: port,
         ip_lookup: vec![],
+        rest_interval: Duration::from_millis(100),
     }
 }
 
@@ -166,6 +167,7 @@ async fn counts_are_kept_and_alerts_fire_on_crossings() {
         data_dir: dir.join("data"),
         embedded_port: port,
         ip_lookup: vec![],
+        rest_interval: Duration::from_millis(100),
     };
     let ui = Arc::new(Recorder::default());
     let c = Controller::new(ui.clone(), options.clone()).unwrap();
@@ -398,6 +400,119 @@ async fn a_site_can_be_watched_without_being_counted() {
         "a channel the server does not sign has no public history"
     );
     shopper.close();
+    c.shutdown().await;
+    remote.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A shopper on `port`'s `shop-key` app, in `presence-whosin`.
+fn shopper(port: u16, id: &str) -> Client {
+    let signer = LocalSigner::new("shop-key", "shop-secret")
+        .with_user(UserData::new(id, json!({"name": id})));
+    let (cl, _e) =
+        Client::builder(Endpoint::parse(&format!("ws://127.0.0.1:{port}"), "shop-key").unwrap())
+            .authorizer(signer)
+            .connect();
+    cl.subscribe("presence-whosin");
+    cl
+}
+
+/// On a server that has no observers for the app (here a whosin server
+/// without an owner token, as hosted Pusher, Soketi or Sockudo would be), a
+/// site set to watch with the app's id and secret is watched through the
+/// REST API: no auth endpoint needed, the app sees who is there, and the
+/// server does not count it.
+#[tokio::test]
+async fn a_site_can_be_watched_through_the_rest_api() {
+    let options = fresh_options("whosin-rest-ctl");
+    let dir = options.config_dir.clone();
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(ui.clone(), options).unwrap();
+    c.start().await;
+    until("online alone", || c.snapshot()["count"] == 1).await;
+    let remote = whosin_server::start(whosin_server::ServerConfig::single(
+        whosin_server::AppConfig::new("shop", "shop-key", "shop-secret"),
+        0,
+    ))
+    .await
+    .unwrap();
+    let rport = remote.local_addr().port();
+    let site = |secret: &str| {
+        serde_json::from_value(json!({
+            "name": "Shop",
+            "watch": true,
+            "remote": {"url": format!("ws://127.0.0.1:{rport}"), "key": "shop-key", "app_id": "shop", "secret": secret},
+        }))
+        .unwrap()
+    };
+    // Only one of the id and the secret: said what to give.
+    let half: whosin_desktop::settings::NewSite = serde_json::from_value(json!({
+        "name": "Half", "watch": true,
+        "remote": {"url": format!("ws://127.0.0.1:{rport}"), "key": "shop-key", "app_id": "shop"},
+    }))
+    .unwrap();
+    let e = c.add_site(half).await.unwrap_err();
+    assert!(e.contains("both the app id and the app secret"), "{e}");
+
+    // A wrong secret: the server refuses, the window says why, and the app
+    // stops asking.
+    c.add_site(site("wrong-secret")).await.unwrap();
+    c.select_site("site-1").await.unwrap();
+    until("refused, and said so", || {
+        let s = c.snapshot();
+        s["state"]["state"] == "disconnected"
+            && s["state"]["reason"].as_str().is_some_and(|r| {
+                r.contains("HTTP 401") && r.contains("check the app id and secret")
+            })
+    })
+    .await;
+
+    // The right one.
+    let mut e = c.settings();
+    e.remote.as_mut().unwrap().secret = Some("shop-secret".into());
+    c.save_settings(e).await.unwrap();
+    until("watching the shop: nobody there", || {
+        c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0
+    })
+    .await;
+    let first = shopper(rport, "s1");
+    let second = shopper(rport, "s2");
+    until("both shoppers seen", || c.snapshot()["count"] == 2).await;
+    let ids: Vec<Value> = c.snapshot()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("s1"), json!("s2")]);
+    assert_eq!(
+        remote.shared().apps[0].users("presence-whosin"),
+        Some(vec!["s1".to_owned(), "s2".to_owned()]),
+        "the server counts the shoppers only"
+    );
+    first.close();
+    until("the first shopper gone", || c.snapshot()["count"] == 1).await;
+    assert_eq!(c.snapshot()["members"][0]["id"], "s2");
+    // The window heard it as a leave, as from a WebSocket.
+    until("a member_removed event for s1", || {
+        ui.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "member_removed" && e.to_string().contains("\"s1\""))
+    })
+    .await;
+    // In the sites list and the tray like any site.
+    let sites = c.sites();
+    let shop = sites["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "site-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(shop["count"], 1, "{sites}");
+    second.close();
     c.shutdown().await;
     remote.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

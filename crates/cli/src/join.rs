@@ -253,7 +253,9 @@ pub async fn run(args: JoinArgs, board: bool) -> Result<()> {
                     StopReason::Closed => return Ok(()),
                     StopReason::UnknownAppKey(_) => exit::UNKNOWN_KEY,
                     StopReason::Unauthorized(_) => exit::AUTH_REFUSED,
-                    StopReason::OverQuota(_) | StopReason::Refused { .. } => exit::REFUSED,
+                    StopReason::OverQuota(_)
+                    | StopReason::Refused { .. }
+                    | StopReason::RestRefused { .. } => exit::REFUSED,
                 };
                 return Err(fail(code, reason.to_string()));
             }

@@ -29,6 +29,14 @@ pub enum StopReason {
         /// The server's reason.
         reason: String,
     },
+    /// The REST API refused a watcher's request (HTTP 400–404: a wrong
+    /// secret or app id, no such channel); see [`crate::rest`].
+    RestRefused {
+        /// The HTTP status.
+        status: u16,
+        /// What the server said.
+        reason: String,
+    },
     /// The caller closed the client.
     Closed,
 }
@@ -47,6 +55,10 @@ impl std::fmt::Display for StopReason {
             StopReason::Refused { code, reason } => {
                 write!(f, "the server refused the connection ({code}: {reason})")
             }
+            StopReason::RestRefused { status, reason } => write!(
+                f,
+                "the REST API refused to list the channel's users (HTTP {status}: {reason}); check the app id and secret"
+            ),
             StopReason::Closed => write!(f, "closed"),
         }
     }

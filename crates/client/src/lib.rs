@@ -24,7 +24,8 @@
 //! Modules: [`endpoint`] (where to connect), [`auth`] (who signs
 //! subscriptions), [`ip`] (public IP lookup), [`backoff`] (when to retry),
 //! [`roster`] (presence reconciliation), [`event`] (what the caller sees),
-//! [`session`] (the protocol as a pure state machine), [`visitor`] (who
+//! [`session`] (the protocol as a pure state machine), [`rest`] (watching
+//! through the REST API without being a member), [`visitor`] (who
 //! joins where, signed by whom: one builder for every front end), and the connection
 //! task in `connection`, which only moves bytes and keeps the timers.
 
@@ -37,6 +38,7 @@ pub mod endpoint;
 pub mod event;
 pub mod identity;
 pub mod ip;
+pub mod rest;
 pub mod roster;
 pub mod session;
 pub mod visitor;
@@ -50,6 +52,7 @@ pub use connection::{Client, ClientBuilder, Events};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{ConnectionState, Event, JsonEvent, JsonState, Member, StopReason};
 pub use ip::{IpLookup, IpLookupError};
+pub use rest::{RestWatch, RestWatchError};
 pub use roster::{PresenceRoster, SnapshotOutcome};
 pub use session::{after_close, Next, Output, Session};
 pub use visitor::{Signing, Visitor, VisitorError};
