@@ -311,3 +311,90 @@ async fn connection<R: Runtime>(
     drop(tx);
     let _ = writer.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> Option<ToWindow> {
+        rx.try_recv().ok().map(|l| link::decode(&l).unwrap())
+    }
+
+    #[test]
+    fn one_window_at_a_time_and_its_place_kept_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("whosin-core-windows-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let w = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (first, answer) = w.hello(&tx1);
+        assert!(first.is_some());
+        assert_eq!(answer, ToWindow::Open { place: None });
+
+        // A second window process while one is shown: that one comes forward.
+        let (tx2, _rx2) = mpsc::unbounded_channel();
+        assert_eq!(w.hello(&tx2), (None, ToWindow::Shown));
+        assert_eq!(next(&mut rx1), Some(ToWindow::Focus));
+
+        // Events reach the shown window, and nothing else.
+        w.event(r#"{"event":"refresh","seq":4}"#);
+        w.event("not json");
+        assert_eq!(
+            next(&mut rx1),
+            Some(ToWindow::Event {
+                payload: json!({"event": "refresh", "seq": 4})
+            })
+        );
+        assert_eq!(next(&mut rx1), None);
+
+        // It closes where it was; a place that cannot be used is not kept.
+        let place = Place {
+            x: 40.0,
+            y: 30.0,
+            width: 460.0,
+            height: 600.0,
+        };
+        w.remember(place);
+        w.remember(Place {
+            width: 0.0,
+            ..place
+        });
+        w.gone(first.unwrap());
+        w.event(r#"{"seq":5}"#);
+        assert_eq!(next(&mut rx1), None, "no window, no events");
+
+        // The next window opens there, also after the app started again.
+        let (tx3, _rx3) = mpsc::unbounded_channel();
+        assert_eq!(w.hello(&tx3).1, ToWindow::Open { place: Some(place) });
+        let again = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
+        let (tx4, _rx4) = mpsc::unbounded_channel();
+        assert_eq!(again.hello(&tx4).1, ToWindow::Open { place: Some(place) });
+        // A damaged file is no place.
+        std::fs::write(dir.join("window.json"), "{").unwrap();
+        let damaged = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
+        let (tx5, _rx5) = mpsc::unbounded_channel();
+        assert_eq!(damaged.hello(&tx5).1, ToWindow::Open { place: None });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_second_core_finds_the_first_and_a_stale_socket_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("whosin-core-listen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("desktop.sock");
+        let first = listen(&path).unwrap();
+        let e = listen(&path).unwrap_err();
+        assert!(e.contains("already running"), "{e}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The first core ended without removing its socket.
+        drop(first);
+        let second = listen(&path);
+        assert!(second.is_ok(), "{second:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
