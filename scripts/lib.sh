@@ -10,7 +10,8 @@ TAURI_PACKAGES=(libwebkit2gtk-4.1-dev build-essential curl wget file libxdo-dev 
 # Chromium for the web page, redis-server for the cluster tests (each test
 # starts its own on a free port; the service the package may start is not
 # used).
-TEST_PACKAGES=(xvfb xauth dbus-x11 webkit2gtk-driver python3-dbus python3-gi chromium redis-server curl)
+TEST_PACKAGES=(xvfb xauth dbus-x11 webkit2gtk-driver python3-dbus python3-gi chromium redis-server curl
+  xdg-desktop-portal xdg-desktop-portal-gtk)
 
 # apt_need PKG...: installs the Debian packages that are not installed yet.
 apt_need() {

@@ -5,9 +5,12 @@
 //! color-scheme`). Tauri's own listener for it (its `dbus` feature) runs in
 //! every process for the life of the app and wakes every 5 seconds, and the
 //! core, which has no window, would pay that all day. So the feature is off
-//! and the window process asks here instead: once when the window is made,
+//! and the window process asks here instead: once as the window is made,
 //! then by waiting for the portal's change signal, which costs nothing while
-//! nothing changes and ends with the window.
+//! nothing changes and ends with the window. Both on a thread of their own:
+//! a bus that is slow to start the portal never holds up the window.
+//! (On Linux the preference reaches WebKit only through `set_theme` on the
+//! made window; a window builder's theme is not used there.)
 
 use tauri::{Runtime, Theme, WebviewWindow};
 use zbus::zvariant::{OwnedValue, Value};
@@ -41,7 +44,13 @@ fn scheme_of(value: &Value<'_>) -> Option<u32> {
 /// The desktop's preference now; `None` when there is no portal or no
 /// preference.
 pub fn current() -> Option<Theme> {
-    let conn = zbus::blocking::Connection::session().ok()?;
+    // The window waits for this answer: a bus that cannot start the portal
+    // (or takes its time to) costs at most half a second, not DBus's 25.
+    let conn = zbus::blocking::connection::Builder::session()
+        .ok()?
+        .method_timeout(std::time::Duration::from_millis(500))
+        .build()
+        .ok()?;
     let reply = conn
         .call_method(
             Some(PORTAL),
@@ -50,15 +59,22 @@ pub fn current() -> Option<Theme> {
             "Read",
             &(NAMESPACE, KEY),
         )
+        .map_err(|e| tracing::debug!(error = %e, "no light or dark preference from the portal"))
         .ok()?;
     let value: OwnedValue = reply.body().deserialize().ok()?;
-    from_scheme(scheme_of(&value)?)
+    let theme = from_scheme(scheme_of(&value)?);
+    tracing::debug!(?theme, "the desktop's preference");
+    theme
 }
 
-/// Follows changes of the preference for as long as the window process
-/// lives, on a thread of its own that sleeps until the portal speaks.
+/// Gives the window the desktop's preference now, then follows its changes
+/// for as long as the window process lives, on a thread of its own that
+/// sleeps until the portal speaks.
 pub fn follow<R: Runtime>(window: WebviewWindow<R>) {
     let run = move || -> zbus::Result<()> {
+        if let Some(theme) = current() {
+            let _ = window.set_theme(Some(theme));
+        }
         let conn = zbus::blocking::Connection::session()?;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)

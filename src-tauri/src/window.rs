@@ -238,9 +238,7 @@ pub fn open<R: Runtime>(app: &AppHandle<R>, place: Option<Place>) -> Result<(), 
         .find(|w| w.label == crate::WINDOW)
         .cloned()
         .ok_or_else(|| format!("tauri.conf.json has no window \"{}\"", crate::WINDOW))?;
-    let mut builder = WebviewWindowBuilder::from_config(app, &config)
-        .map_err(|e| e.to_string())?
-        .theme(crate::theme::current());
+    let mut builder = WebviewWindowBuilder::from_config(app, &config).map_err(|e| e.to_string())?;
     if let Some(p) = place.filter(|p| p.is_on(&screens(app))) {
         builder = builder.position(p.x, p.y).inner_size(p.width, p.height);
     }

@@ -8,7 +8,7 @@
 //   SCREENSHOT    where to save the window's picture (default docs/desktop.png)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -66,6 +66,7 @@ class WebDriver {
       args: [cmd, args],
     });
   }
+  async execute(script) { return this.req('POST', `${this.session}/execute/sync`, { script, args: [] }); }
   async screenshot() { return Buffer.from(await this.req('GET', `${this.session}/screenshot`), 'base64'); }
   async rect() { return this.req('GET', `${this.session}/window/rect`); }
   async setRect(rect) { return this.req('POST', `${this.session}/window/rect`, rect); }
@@ -90,6 +91,10 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none', XDG_RUNTIME_DIR: runtime };
   // Before the app, so that its tray registers as soon as it is made.
   const watcher = await startTrayWatcher(t);
+  // The desktop prefers dark: the real settings portal (xdg-desktop-portal
+  // with its GTK backend, started by the session bus) reads it from
+  // GSettings, kept for this run in a folder of its own.
+  const desktopSettings = darkDesktop(config);
   // The driver's output goes nowhere: a pipe would be inherited by the app
   // and keep this process waiting after the test.
   const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
@@ -114,6 +119,12 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.equal((await wd.invoke('tray_state')).icon_text, '1');
   const myName = me.replace(/ — 127\.0\.0\.1$/, '');
   const alone = await trayShows(wd, watcher, 1, [myName]);
+  // The window follows the desktop's dark preference, at start and when it
+  // changes.
+  await waitFor('the page in dark mode', () => wd.execute("return matchMedia('(prefers-color-scheme: dark)').matches"));
+  desktopSettings.set('prefer-light');
+  // (Light from here on, as the screenshot in the README.)
+  await waitFor('the page back in light mode', async () => !(await wd.execute("return matchMedia('(prefers-color-scheme: dark)').matches")));
   assert.ok(alone.IconName.startsWith(runtime), alone.IconName);
   t.diagnostic(`StatusNotifierItem properties: ${Object.keys(alone).filter((k) => /^[A-Z]/.test(k)).join(', ')}`);
 
@@ -233,6 +244,22 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.equal(await wd.text('#count'), '2');
   assert.equal(findCore(config), core, 'the same core all along');
 });
+
+// Makes the session's desktop prefer dark through GSettings, as GNOME's
+// style setting does, in a settings folder under `dir`: the bus starts
+// dconf and the portal with XDG_CONFIG_HOME pointing there, so the user's
+// own settings are never touched. Returns a setter for later changes.
+function darkDesktop(dir) {
+  const home = join(dir, 'xdg-config');
+  mkdirSync(home, { recursive: true });
+  const env = { ...process.env, XDG_CONFIG_HOME: home };
+  execFileSync('gdbus', ['call', '--session', '--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus',
+    '--method', 'org.freedesktop.DBus.UpdateActivationEnvironment',
+    `{'XDG_CONFIG_HOME': '${home}', 'XDG_CURRENT_DESKTOP': 'GNOME'}`], { env, stdio: 'ignore' });
+  const set = (scheme) => execFileSync('gsettings', ['set', 'org.gnome.desktop.interface', 'color-scheme', scheme], { env, stdio: 'ignore' });
+  set('prefer-dark');
+  return { set };
+}
 
 // Waits until the label beside the tray icon, read over DBus, is `label`
 // (for when there is no window to ask tray_state through).
