@@ -47,6 +47,13 @@ pub struct Windows {
     socket: PathBuf,
     /// Environment the core set for itself that a window must not inherit.
     not_for_windows: Vec<&'static str>,
+    /// This program as it was when the core started: after an upgrade
+    /// replaced the file, `current_exe` names a deleted file, and the path
+    /// starts the new version (whose hello then makes this core give way).
+    exe: Option<PathBuf>,
+    /// The lock that makes this the one core of its socket, held for the
+    /// life of the process.
+    _claim: Option<std::fs::File>,
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +67,12 @@ struct Current {
 
 impl Windows {
     /// `config_dir` holds `window.json`, the last window's place; `socket`
-    /// is where the core listens; `not_for_windows` the environment the
-    /// core set for itself alone.
+    /// is where the core listens (`claim` its lock, see [`listen`]);
+    /// `not_for_windows` the environment the core set for itself alone.
     pub fn new(
         config_dir: &Path,
         socket: PathBuf,
+        claim: Option<std::fs::File>,
         not_for_windows: Vec<&'static str>,
     ) -> Arc<Windows> {
         let place_file = config_dir.join("window.json");
@@ -81,6 +89,8 @@ impl Windows {
             place_file,
             socket,
             not_for_windows,
+            exe: std::env::current_exe().ok(),
+            _claim: claim,
         })
     }
 
@@ -117,29 +127,30 @@ impl Windows {
         if current.spawned.is_some_and(|t| t.elapsed() < SPAWN_GRACE) {
             return;
         }
-        match spawn_window(&self.not_for_windows) {
+        match spawn_window(self.exe.as_deref(), &self.not_for_windows) {
             Ok(()) => current.spawned = Some(Instant::now()),
             Err(e) => tracing::warn!("cannot open the window: {e}"),
         }
     }
 
     /// A window process said hello: it becomes the window, unless one is
-    /// shown already (that one comes to the front instead).
-    fn hello(&self, tx: &mpsc::UnboundedSender<String>) -> (Option<u64>, ToWindow) {
+    /// shown already (that one comes to the front instead). The answer is
+    /// queued before the window is known as the current one, under the same
+    /// lock, so that no event or Focus can reach it before its Open.
+    fn hello(&self, tx: &mpsc::UnboundedSender<String>) -> Option<u64> {
         let mut current = self.current();
         current.spawned = None;
         if let Some((_, shown)) = &current.window {
             let _ = shown.send(link::encode(&ToWindow::Focus));
-            return (None, ToWindow::Shown);
+            let _ = tx.send(link::encode(&ToWindow::Shown));
+            return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = tx.send(link::encode(&ToWindow::Open {
+            place: current.place,
+        }));
         current.window = Some((id, tx.clone()));
-        (
-            Some(id),
-            ToWindow::Open {
-                place: current.place,
-            },
-        )
+        Some(id)
     }
 
     fn gone(&self, id: u64) {
@@ -162,8 +173,11 @@ impl Windows {
 }
 
 /// Starts a window process and reaps it when it ends.
-fn spawn_window(not_inherited: &[&str]) -> std::io::Result<()> {
-    let exe = std::env::current_exe()?;
+fn spawn_window(exe: Option<&Path>, not_inherited: &[&str]) -> std::io::Result<()> {
+    let exe = match exe {
+        Some(e) => e.to_owned(),
+        None => std::env::current_exe()?,
+    };
     let mut cmd = Command::new(exe);
     cmd.stdin(Stdio::null());
     for var in AUTOMATION_ENV.iter().chain(not_inherited) {
@@ -178,21 +192,38 @@ fn spawn_window(not_inherited: &[&str]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Listens for window processes on `path`. Fails, saying why, when another
-/// core answers there or the socket cannot be made.
-pub fn listen(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "whosin is already running (it answers at {})",
-            path.display()
-        ));
-    }
-    // Nothing answers: a file left by a core that ended without cleaning up.
-    let _ = std::fs::remove_file(path);
+/// Claims `path` for this core and listens there: an exclusive lock on the
+/// file beside it (`desktop.lock` for `desktop.sock`) decides which core is
+/// the one, so that two starts at the same moment cannot both take the
+/// socket; the winner replaces a socket file a core that ended left behind.
+/// `None` when another core holds the claim (this one should leave).
+pub fn listen(
+    path: &Path,
+) -> Result<Option<(std::os::unix::net::UnixListener, std::fs::File)>, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            format!(
+                "cannot open {}: {e}; check that the folder is writable",
+                lock_path.display()
+            )
+        })?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", lock_path.display()))
+        }
+    }
+    let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
         format!(
             "cannot listen at {}: {e}; check that the folder is writable",
@@ -201,11 +232,12 @@ pub fn listen(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     })?;
     // Only this user may drive the app.
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen at {}: {e}", path.display()))?;
-    Ok(listener)
+    Ok(Some((listener, lock)))
 }
 
 /// Serves window processes until the app exits.
@@ -257,6 +289,7 @@ async fn connection<R: Runtime>(
     let mut lines = BufReader::new(read);
     let mut line = String::new();
     let mut id = None;
+    let mut restart = false;
     loop {
         line.clear();
         match (&mut lines)
@@ -279,11 +312,17 @@ async fn connection<R: Runtime>(
             }
         };
         match message {
-            ToCore::Hello { pid } => {
-                let (window, answer) = windows.hello(&tx);
-                tracing::debug!(pid, shown = window.is_none(), "a window process said hello");
-                id = window;
-                let _ = tx.send(link::encode(&answer));
+            ToCore::Hello { pid, version } => {
+                if version != link::VERSION {
+                    // A window of another version: the program was upgraded
+                    // under this core. Make way; the window starts the new one.
+                    tracing::info!(pid, %version, "a window of another version of whosin: the core makes way for it");
+                    let _ = tx.send(link::encode(&ToWindow::Restart));
+                    restart = true;
+                    break;
+                }
+                id = windows.hello(&tx);
+                tracing::debug!(pid, shown = id.is_none(), "a window process said hello");
                 if id.is_none() {
                     break;
                 }
@@ -302,7 +341,14 @@ async fn connection<R: Runtime>(
                     }));
                 });
             }
-            ToCore::Place { place } => windows.remember(place),
+            // Sent as the window closes: it is leaving, so Show (or a
+            // start) from now on makes a new one rather than focus it.
+            ToCore::Place { place } => {
+                windows.remember(place);
+                if let Some(id) = id.take() {
+                    windows.gone(id);
+                }
+            }
         }
     }
     if let Some(id) = id {
@@ -310,6 +356,10 @@ async fn connection<R: Runtime>(
     }
     drop(tx);
     let _ = writer.await;
+    if restart {
+        controller.shutdown().await;
+        app.exit(0);
+    }
 }
 
 #[cfg(test)]
@@ -321,20 +371,28 @@ mod tests {
         rx.try_recv().ok().map(|l| link::decode(&l).unwrap())
     }
 
+    /// A window process's hello: its id (when it became the window) and the
+    /// answer it got first.
+    fn hello(w: &Windows) -> (Option<u64>, ToWindow, mpsc::UnboundedReceiver<String>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = w.hello(&tx);
+        let answer = next(&mut rx).expect("an answer to hello");
+        (id, answer, rx)
+    }
+
     #[test]
     fn one_window_at_a_time_and_its_place_kept_across_restarts() {
         let dir = std::env::temp_dir().join(format!("whosin-core-windows-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let w = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
-        let (tx1, mut rx1) = mpsc::unbounded_channel();
-        let (first, answer) = w.hello(&tx1);
+        let w = Windows::new(&dir, dir.join("desktop.sock"), None, vec![]);
+        let (first, answer, mut rx1) = hello(&w);
         assert!(first.is_some());
         assert_eq!(answer, ToWindow::Open { place: None });
 
         // A second window process while one is shown: that one comes forward.
-        let (tx2, _rx2) = mpsc::unbounded_channel();
-        assert_eq!(w.hello(&tx2), (None, ToWindow::Shown));
+        let (second, answer, _rx2) = hello(&w);
+        assert_eq!((second, answer), (None, ToWindow::Shown));
         assert_eq!(next(&mut rx1), Some(ToWindow::Focus));
 
         // Events reach the shown window, and nothing else.
@@ -365,27 +423,23 @@ mod tests {
         assert_eq!(next(&mut rx1), None, "no window, no events");
 
         // The next window opens there, also after the app started again.
-        let (tx3, _rx3) = mpsc::unbounded_channel();
-        assert_eq!(w.hello(&tx3).1, ToWindow::Open { place: Some(place) });
-        let again = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
-        let (tx4, _rx4) = mpsc::unbounded_channel();
-        assert_eq!(again.hello(&tx4).1, ToWindow::Open { place: Some(place) });
+        assert_eq!(hello(&w).1, ToWindow::Open { place: Some(place) });
+        let again = Windows::new(&dir, dir.join("desktop.sock"), None, vec![]);
+        assert_eq!(hello(&again).1, ToWindow::Open { place: Some(place) });
         // A damaged file is no place.
         std::fs::write(dir.join("window.json"), "{").unwrap();
-        let damaged = Windows::new(&dir, dir.join("desktop.sock"), vec![]);
-        let (tx5, _rx5) = mpsc::unbounded_channel();
-        assert_eq!(damaged.hello(&tx5).1, ToWindow::Open { place: None });
+        let damaged = Windows::new(&dir, dir.join("desktop.sock"), None, vec![]);
+        assert_eq!(hello(&damaged).1, ToWindow::Open { place: None });
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn a_second_core_finds_the_first_and_a_stale_socket_is_replaced() {
+    fn one_core_per_socket_and_a_stale_socket_is_replaced() {
         let dir = std::env::temp_dir().join(format!("whosin-core-listen-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("desktop.sock");
-        let first = listen(&path).unwrap();
-        let e = listen(&path).unwrap_err();
-        assert!(e.contains("already running"), "{e}");
+        let first = listen(&path).unwrap().expect("the first core claims it");
+        assert!(listen(&path).unwrap().is_none(), "a second core leaves");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -393,8 +447,10 @@ mod tests {
         );
         // The first core ended without removing its socket.
         drop(first);
-        let second = listen(&path);
-        assert!(second.is_ok(), "{second:?}");
+        assert!(path.exists());
+        let second = listen(&path).unwrap();
+        assert!(second.is_some(), "the socket left behind is replaced");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -270,21 +270,35 @@ fn run_core() -> Result<(), String> {
         .map(|(name, _)| name)
         .collect();
     let socket = link::socket_path_from_env();
+    // One core per socket: a second one (two starts at the same moment)
+    // leaves at once, and the window process that started it finds the
+    // first on the socket.
+    let Some((listener, claim)) = core::listen(&socket)? else {
+        eprintln!(
+            "whosin is already running (it answers at {})",
+            socket.display()
+        );
+        return Ok(());
+    };
     let app = configure(tauri::Builder::default())
-        // A second core (two starts at the same moment) leaves at once; the
-        // window process that started it finds this one on the socket.
-        .plugin(tauri_plugin_single_instance::init(|_app, _args, _cwd| {}))
         .plugin(tauri_plugin_notification::init())
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             Some(vec!["--hidden"]),
         ))
         .setup(move |app| {
-            let listener = core::listen(&socket)?;
-            let controller = setup(app.handle(), true)?;
+            // An error returned here would panic in Tauri: say it and leave.
+            let controller = match setup(app.handle(), true) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: whosin could not start: {e}");
+                    std::process::exit(1);
+                }
+            };
             let windows = core::Windows::new(
                 &options(app.handle()).config_dir,
                 socket.clone(),
+                Some(claim),
                 not_for_windows.clone(),
             );
             app.manage(windows.clone());

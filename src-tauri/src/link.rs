@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// This program's version: a window and a core of different versions (the
+/// package was upgraded while the core ran) do not work together; the old
+/// core makes way.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The app's identifier (`tauri.conf.json`), whose config folder holds the
+/// socket when there is no runtime folder.
+pub const IDENTIFIER: &str = "dev.whosin.desktop";
+
 /// The longest line either side accepts (a snapshot with a few thousand
 /// visitors fits many times over); a longer one ends the connection.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -24,6 +33,9 @@ pub enum ToCore {
     Hello {
         /// Its process id, for the core's log.
         pid: u32,
+        /// Its [`VERSION`].
+        #[serde(default)]
+        version: String,
     },
     /// A command of the page ([`crate::commands::NAMES`]), answered by a
     /// [`ToWindow::Reply`] with the same `id`.
@@ -52,6 +64,9 @@ pub enum ToWindow {
     Event { payload: Value },
     /// Bring the window to the front (the tray's Show window, a second start).
     Focus,
+    /// The answer to a [`ToCore::Hello`] of another version: this core is
+    /// ending; start the one of the window's version.
+    Restart,
 }
 
 /// A command's result on the wire.
@@ -134,11 +149,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, LinkError> 
 /// Where the core listens. `WHOSIN_CONFIG_DIR` (tests, portable setups) puts
 /// it beside the settings, so two configurations are two apps; otherwise it
 /// is the user's runtime folder (`XDG_RUNTIME_DIR`, private to the user and
-/// cleared at logout), else the temporary folder with the user's name.
+/// cleared at logout), else the app's config folder in the user's home
+/// (never a shared folder such as /tmp, where another user could take the
+/// name first).
 pub fn socket_path(
     config_dir: Option<&Path>,
     runtime_dir: Option<&Path>,
-    user: Option<&str>,
+    config_home: &Path,
 ) -> PathBuf {
     if let Some(dir) = config_dir {
         return dir.join("desktop.sock");
@@ -146,15 +163,25 @@ pub fn socket_path(
     if let Some(dir) = runtime_dir {
         return dir.join("whosin-desktop.sock");
     }
-    std::env::temp_dir().join(format!("whosin-desktop-{}.sock", user.unwrap_or("user")))
+    config_home.join(IDENTIFIER).join("desktop.sock")
 }
 
-/// [`socket_path`] from this process's environment.
+/// [`socket_path`] from this process's environment (`XDG_CONFIG_HOME`, else
+/// `~/.config`, is the config home).
 pub fn socket_path_from_env() -> PathBuf {
-    let config = std::env::var_os("WHOSIN_CONFIG_DIR").map(PathBuf::from);
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    let user = std::env::var("USER").ok();
-    socket_path(config.as_deref(), runtime.as_deref(), user.as_deref())
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let config_home = var("XDG_CONFIG_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".config")))
+        .unwrap_or_else(std::env::temp_dir);
+    socket_path(
+        var("WHOSIN_CONFIG_DIR").as_deref(),
+        var("XDG_RUNTIME_DIR").as_deref(),
+        &config_home,
+    )
 }
 
 #[cfg(test)]
@@ -193,6 +220,7 @@ mod tests {
             ToWindow::Open { place: None },
             ToWindow::Shown,
             ToWindow::Focus,
+            ToWindow::Restart,
             ToWindow::Event {
                 payload: json!({"seq": 1}),
             },
@@ -263,17 +291,41 @@ mod tests {
 
     #[test]
     fn the_socket_is_beside_a_given_config_else_in_the_runtime_folder() {
+        let home = Path::new("/home/ann/.config");
         assert_eq!(
-            socket_path(Some(Path::new("/c")), Some(Path::new("/r")), Some("ann")),
+            socket_path(Some(Path::new("/c")), Some(Path::new("/r")), home),
             Path::new("/c/desktop.sock")
         );
         assert_eq!(
-            socket_path(None, Some(Path::new("/r")), Some("ann")),
+            socket_path(None, Some(Path::new("/r")), home),
             Path::new("/r/whosin-desktop.sock")
         );
         assert_eq!(
-            socket_path(None, None, Some("ann")),
-            std::env::temp_dir().join("whosin-desktop-ann.sock")
+            socket_path(None, None, home),
+            Path::new("/home/ann/.config/dev.whosin.desktop/desktop.sock")
         );
+    }
+
+    #[test]
+    fn a_hello_says_its_version_and_one_without_is_of_another() {
+        let hello = ToCore::Hello {
+            pid: 9,
+            version: VERSION.into(),
+        };
+        assert_eq!(decode::<ToCore>(&encode(&hello)).unwrap(), hello);
+        assert_eq!(
+            decode::<ToCore>(r#"{"t":"hello","pid":9}"#).unwrap(),
+            ToCore::Hello {
+                pid: 9,
+                version: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn the_identifier_is_tauri_conf_json_s() {
+        let conf: serde_json::Value =
+            serde_json::from_str(include_str!("../tauri.conf.json")).unwrap();
+        assert_eq!(conf["identifier"], IDENTIFIER);
     }
 }

@@ -41,16 +41,9 @@ fn scheme_of(value: &Value<'_>) -> Option<u32> {
     }
 }
 
-/// The desktop's preference now; `None` when there is no portal or no
-/// preference.
-pub fn current() -> Option<Theme> {
-    // The window waits for this answer: a bus that cannot start the portal
-    // (or takes its time to) costs at most half a second, not DBus's 25.
-    let conn = zbus::blocking::connection::Builder::session()
-        .ok()?
-        .method_timeout(std::time::Duration::from_millis(500))
-        .build()
-        .ok()?;
+/// The desktop's preference now, asked on `conn`; `None` when there is no
+/// portal or no preference.
+fn current(conn: &zbus::blocking::Connection) -> Option<Theme> {
     let reply = conn
         .call_method(
             Some(PORTAL),
@@ -69,19 +62,22 @@ pub fn current() -> Option<Theme> {
 
 /// Gives the window the desktop's preference now, then follows its changes
 /// for as long as the window process lives, on a thread of its own that
-/// sleeps until the portal speaks.
+/// sleeps until the portal speaks. It listens for changes before it asks,
+/// so that a change in between is not lost; a portal slow to start delays
+/// only this thread.
 pub fn follow<R: Runtime>(window: WebviewWindow<R>) {
     let run = move || -> zbus::Result<()> {
-        if let Some(theme) = current() {
-            let _ = window.set_theme(Some(theme));
-        }
         let conn = zbus::blocking::Connection::session()?;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
             .interface(SETTINGS)?
             .member("SettingChanged")?
             .build();
-        for message in zbus::blocking::MessageIterator::for_match_rule(rule, &conn, None)? {
+        let changes = zbus::blocking::MessageIterator::for_match_rule(rule, &conn, None)?;
+        if let Some(theme) = current(&conn) {
+            let _ = window.set_theme(Some(theme));
+        }
+        for message in changes {
             let message = message?;
             let Ok((namespace, key, value)) =
                 message.body().deserialize::<(String, String, OwnedValue)>()

@@ -84,45 +84,69 @@ pub enum Hello {
 
 /// Finds the core at `socket`, starting it (this program with `--core`)
 /// when nothing answers, and says hello. With `hello: false` (a start at
-/// login) it only makes sure the core runs.
+/// login) it only makes sure the core runs. A core of another version (the
+/// package was upgraded while it ran) makes way, and this starts the new one.
 pub fn reach_core(socket: &Path, hello: bool) -> Result<Option<Hello>, String> {
-    let stream = match UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(_) => start_core(socket)?,
-    };
-    if !hello {
-        return Ok(None);
+    for _ in 0..2 {
+        let stream = match UnixStream::connect(socket) {
+            Ok(s) => s,
+            Err(_) => start_core(socket)?,
+        };
+        if !hello {
+            return Ok(None);
+        }
+        let write = stream
+            .try_clone()
+            .map_err(|e| format!("cannot use the app's socket: {e}"))?;
+        let link = Arc::new(Link {
+            write: Mutex::new(write),
+            next_id: AtomicU64::new(1),
+            pending: Mutex::default(),
+        });
+        link.send(&ToCore::Hello {
+            pid: std::process::id(),
+            version: link::VERSION.into(),
+        })
+        .map_err(|e| format!("cannot reach the app's core: {e}; start whosin again"))?;
+        let mut reader = BufReader::new(stream);
+        let answer = read_message(&mut reader)?
+            .ok_or("the app's core closed the connection; start whosin again")?;
+        match answer {
+            ToWindow::Open { place } => {
+                return Ok(Some(Hello::Open {
+                    link,
+                    reader,
+                    place,
+                }))
+            }
+            ToWindow::Shown => return Ok(Some(Hello::Shown)),
+            ToWindow::Restart => wait_gone(socket)?,
+            other => {
+                return Err(format!(
+                    "the app's core answered {other:?} to hello; start whosin again"
+                ))
+            }
+        }
     }
-    let write = stream
-        .try_clone()
-        .map_err(|e| format!("cannot use the app's socket: {e}"))?;
-    let link = Arc::new(Link {
-        write: Mutex::new(write),
-        next_id: AtomicU64::new(1),
-        pending: Mutex::default(),
-    });
-    link.send(&ToCore::Hello {
-        pid: std::process::id(),
-    })
-    .map_err(|e| format!("cannot reach the app's core: {e}; start whosin again"))?;
-    let mut reader = BufReader::new(stream);
-    let answer = read_message(&mut reader)?
-        .ok_or("the app's core closed the connection; start whosin again")?;
-    match answer {
-        ToWindow::Open { place } => Ok(Some(Hello::Open {
-            link,
-            reader,
-            place,
-        })),
-        ToWindow::Shown => Ok(Some(Hello::Shown)),
-        other => Err(format!(
-            "the app's core answered {other:?} to hello; start whosin again"
-        )),
+    Err("whosin's core of another version did not make way; choose Quit in its tray menu, then start whosin again".into())
+}
+
+/// Waits until the core at `socket` no longer answers.
+fn wait_gone(socket: &Path) -> Result<(), String> {
+    let until = Instant::now() + CORE_START;
+    while UnixStream::connect(socket).is_ok() {
+        if Instant::now() > until {
+            return Err("whosin's core of another version did not end; choose Quit in its tray menu, then start whosin again".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
 
 /// Starts the core in a process group of its own (so that a Ctrl-C meant
-/// for the window leaves the tray alone) and waits until it answers.
+/// for the window leaves the tray alone) and waits until it answers. A core
+/// that ends at once with success found another one holding the claim
+/// (two starts at the same moment): that one answers soon.
 fn start_core(socket: &Path) -> Result<UnixStream, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -141,13 +165,13 @@ fn start_core(socket: &Path) -> Result<UnixStream, String> {
             return Ok(s);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            // Another start's core may have won the race for the socket.
-            if let Ok(s) = UnixStream::connect(socket) {
-                return Ok(s);
+            if !status.success() {
+                return UnixStream::connect(socket).map_err(|_| {
+                    format!(
+                        "whosin's core stopped at start ({status}); run `whosin-desktop --core` in a terminal to see why"
+                    )
+                });
             }
-            return Err(format!(
-                "whosin's core stopped at start ({status}); run `whosin-desktop --core` in a terminal to see why"
-            ));
         }
         if Instant::now() > until {
             return Err(format!(
@@ -312,11 +336,19 @@ pub fn run(
             }
         })
         .setup(move |app| {
-            open(app.handle(), place).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+            // An error returned here would panic in Tauri: say it and leave.
+            if let Err(e) = open(app.handle(), place) {
+                eprintln!("error: whosin could not open its window: {e}");
+                std::process::exit(1);
+            }
             let handle = app.handle().clone();
-            std::thread::Builder::new()
+            if let Err(e) = std::thread::Builder::new()
                 .name("core-link".into())
-                .spawn(move || pump(handle, pump_link, reader))?;
+                .spawn(move || pump(handle, pump_link, reader))
+            {
+                eprintln!("error: whosin could not open its window: {e}");
+                std::process::exit(1);
+            }
             Ok(())
         })
         .build(tauri::generate_context!())
