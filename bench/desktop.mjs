@@ -22,7 +22,7 @@
 // Gives up (stopping everything) after the time all of that should take
 // plus two minutes.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -106,7 +106,7 @@ async function trayLabel(watcher) {
 /** The app's processes: the core, the window process this script started
  *  (while it runs), and whatever runs under them (a window made by Show,
  *  WebKit's processes). */
-const pids = (app) => [app.core, app.pid];
+const pids = (app) => [app.core, app.proc.exitCode === null && app.proc.signalCode === null ? app.pid : null];
 
 /** Quits through the tray menu (the app's own Quit) and waits for the exit
  *  of the core and of the window process. */
@@ -321,7 +321,8 @@ async function main() {
   log(`history: ${JSON.stringify(result.history)}`);
   result.network_process = tree(pids(app)).some((c) => c.comm === NETWORK_PROCESS);
   await quit(watcher, app);
-  result.app_exit_code = app.proc.exitCode;
+  // Quit ends the core, which removes its socket as it exits.
+  result.core_removed_its_socket = !existsSync(join(app.config, 'desktop.sock'));
   const out = `${JSON.stringify(result)}\n`;
   if (process.env.BENCH_RESULT) writeFileSync(process.env.BENCH_RESULT, out);
   else process.stdout.write(out);

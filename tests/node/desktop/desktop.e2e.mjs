@@ -16,7 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, whosinBin } from '../lib/server.mjs';
 import { startTrayWatcher } from './tray.mjs';
-import { WEB_PROCESS, alive, closeWindow, descendant, findCore } from './app.mjs';
+import { WEB_PROCESS, alive, children, closeWindow, descendant, findCore } from './app.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -78,7 +78,16 @@ class WebDriver {
 
 test('the desktop app joins its embedded server and shows who comes and goes', { timeout: 120_000 }, async (t) => {
   const config = mkdtempSync(join(tmpdir(), 'whosin-desktop-e2e-'));
-  t.after(() => rmSync(config, { recursive: true, force: true }));
+  // Everything the test starts is ended by one hook, last started first,
+  // each step on its own (one that throws does not skip the rest): the
+  // app is quit before the driver goes, the folder removed last.
+  const cleanup = [() => rmSync(config, { recursive: true, force: true })];
+  t.after(async () => {
+    for (const step of cleanup.reverse()) {
+      try { await step(); } catch (e) { t.diagnostic(`cleanup: ${e.message}`); }
+    }
+  });
+  const later = { after: (step) => cleanup.push(step) };
   const appPort = await freePort();
   const driverPort = await freePort();
   // A port of its own for WebKitWebDriver too: one left behind by an
@@ -89,26 +98,37 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const runtime = join(config, 'run');
   mkdirSync(runtime, { mode: 0o700 });
   const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(appPort), WHOSIN_IP_LOOKUP: 'none', XDG_RUNTIME_DIR: runtime };
-  // Before the app, so that its tray registers as soon as it is made.
-  const watcher = await startTrayWatcher(t);
   // The desktop prefers dark: the real settings portal (xdg-desktop-portal
   // with its GTK backend, started by the session bus) reads it from
-  // GSettings, kept for this run in a folder of its own.
+  // GSettings, kept for this run in a folder of its own. First, before
+  // anything on the bus starts dconf.
   const desktopSettings = darkDesktop(config);
+  // Before the app, so that its tray registers as soon as it is made.
+  const watcher = await startTrayWatcher(later);
   // The driver's output goes nowhere: a pipe would be inherited by the app
   // and keep this process waiting after the test.
   const driver = spawn('tauri-driver', ['--port', String(driverPort), '--native-port', String(nativePort), '--native-driver', '/usr/bin/WebKitWebDriver'], { env, stdio: 'ignore' });
-  t.after(() => driver.kill('SIGKILL'));
+  // SIGTERM: tauri-driver ends WebKitWebDriver with itself on it (not on SIGKILL).
+  cleanup.push(async () => {
+    driver.kill('SIGTERM');
+    await waitFor('tauri-driver to end', () => driver.exitCode !== null || driver.signalCode !== null, 5_000)
+      .catch(() => driver.kill('SIGKILL'));
+  });
   const wd = new WebDriver(driverPort);
   await waitFor('tauri-driver /status', async () => (await fetch(`${wd.base}/status`)).ok);
   await wd.start(DESKTOP);
   // Closing the window leaves the app in the tray: quit it for real, and
   // should that not reach it, end its core.
-  t.after(async () => {
+  cleanup.push(async () => {
+    const core = findCore(config);
     await wd.invoke('quit').catch(() => {});
     await wd.stop();
-    const core = findCore(config);
-    if (core) process.kill(core, 'SIGKILL');
+    if (core) {
+      await waitFor('the core to quit', () => !alive(core), 5_000).catch(() => {
+        t.diagnostic('the core did not quit: killing it');
+        process.kill(core, 'SIGKILL');
+      });
+    }
   });
 
   // On the embedded default, alone: 1.
@@ -139,7 +159,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const visitor = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
     '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Terminal & Visitor_1', '--ip-lookup', 'none'],
   { stdio: 'ignore' });
-  t.after(() => visitor.kill('SIGKILL'));
+  cleanup.push(() => visitor.kill('SIGKILL'));
   await waitFor('#count = 2', async () => (await wd.text('#count')) === '2');
   const names = await wd.texts('#visitors li');
   assert.equal(names.length, 2);
@@ -166,7 +186,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   // A second site: a whosin server elsewhere (here another port), joined
   // through its auth endpoint, with a visitor of its own.
   const shop = await startServer();
-  t.after(() => shop.stop());
+  cleanup.push(() => shop.stop());
   const added = await wd.invoke('add_site', { site: {
     name: 'Shop', channel: null,
     remote: { url: `ws://127.0.0.1:${shop.port}`, key: shop.key, auth_endpoint: shop.authEndpoint },
@@ -174,7 +194,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   assert.ok(!added.error, JSON.stringify(added));
   const shopper = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${shop.port}`, '--key', shop.key,
     '--auth-endpoint', shop.authEndpoint, '--name', 'Shopper', '--ip-lookup', 'none'], { stdio: 'ignore' });
-  t.after(() => shopper.kill('SIGKILL'));
+  cleanup.push(() => shopper.kill('SIGKILL'));
   await waitFor('#sites lists both with their counts', async () => {
     const rows = await wd.texts('#sites li');
     return rows.length === 2 && rows[0].startsWith('This computer') && rows[0].includes('1')
@@ -215,14 +235,28 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   const late = spawn(whosinBin(), ['join', '--url', `ws://127.0.0.1:${appPort}`, '--key', 'whosin',
     '--auth-endpoint', `http://127.0.0.1:${appPort}/pusher/auth`, '--name', 'Late Visitor', '--ip-lookup', 'none'],
   { stdio: 'ignore' });
-  t.after(() => late.kill('SIGKILL'));
+  cleanup.push(() => late.kill('SIGKILL'));
   await trayLabel(watcher, '4 online');
   assert.ok(!descendant(core, 'whosin-desktop'), 'no window while closed');
   await watcher.click('Show window');
   const shown = await waitFor('a window process made by Show', () => descendant(core, 'whosin-desktop'));
   await waitFor('its web process', () => descendant(shown, WEB_PROCESS));
-  // Show window again while it is shown brings that one forward: no second window.
+  // It does not inherit what the core set for itself or what WebDriver gave
+  // the process that started the core.
+  const shownEnv = readFileSync(`/proc/${shown}/environ`, 'utf8').split('\0').map((kv) => kv.split('=')[0]);
+  for (const name of ['GDK_GL', 'NO_AT_BRIDGE', 'WEBKIT_INSPECTOR_SERVER', 'TAURI_WEBVIEW_AUTOMATION']) {
+    assert.ok(!shownEnv.includes(name), `the window made by Show has ${name} in its environment`);
+  }
+  // Show window again while it is shown brings that one forward: no second
+  // window process, not even one that starts and leaves (watched for 2 s).
   await watcher.click('Show window');
+  const seen = new Set();
+  const watchUntil = Date.now() + 2_000;
+  while (Date.now() < watchUntil) {
+    for (const c of children(core)) if (c.comm === 'whosin-desktop') seen.add(c.pid);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual([...seen], [shown], 'one window process for two clicks on Show window');
   // It opened where the first one closed; close it there.
   await waitFor('the window made by Show on screen', async () => (await closeWindow(shown)) === 1);
   await waitFor('that window process gone', () => !alive(shown));
@@ -239,6 +273,7 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
     return rows.length === 2 && rows[0].startsWith('This computer') && rows[0].includes('2');
   });
   assert.deepEqual(await wd.rect(), place, 'the window opens where it was closed');
+  assert.equal((await wd.handles()).length, 1, 'one window');
   await wd.invoke('select_site', { id: 'default' });
   await waitFor('the late visitor listed', async () => (await wd.texts('#visitors li')).includes('Late Visitor — 127.0.0.1'));
   assert.equal(await wd.text('#count'), '2');
@@ -250,6 +285,11 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
 // dconf and the portal with XDG_CONFIG_HOME pointing there, so the user's
 // own settings are never touched. Returns a setter for later changes.
 function darkDesktop(dir) {
+  // Only on a bus of the test's own (dbus-run-session's, in /tmp): on a
+  // desktop's bus this would change the user's environment and theme.
+  if (!/^unix:(path|abstract)=\/tmp\/dbus-/.test(process.env.DBUS_SESSION_BUS_ADDRESS ?? '')) {
+    throw new Error(`not a private session bus (${process.env.DBUS_SESSION_BUS_ADDRESS}): run this test under dbus-run-session (see scripts/test)`);
+  }
   const home = join(dir, 'xdg-config');
   mkdirSync(home, { recursive: true });
   const env = { ...process.env, XDG_CONFIG_HOME: home };
