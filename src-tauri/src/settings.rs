@@ -566,6 +566,16 @@ impl Site {
             &remote.key,
         )
         .map_err(|e| SettingsError::Server(e.to_string()))?;
+        if let Some(id) = &remote.app_id {
+            if !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(SettingsError::Server(format!(
+                    "the app id {id:?} can only have letters, digits, - and _ (it is the number or name in the server's app settings)"
+                )));
+            }
+        }
         match (&remote.app_id, &remote.secret) {
             (Some(app_id), Some(secret)) if self.watch => {
                 return Ok(Target::Rest {
@@ -584,9 +594,14 @@ impl Site {
         }
         let auth = &remote.auth_endpoint;
         if !(auth.starts_with("http://") || auth.starts_with("https://")) || auth.len() < 10 {
-            return Err(SettingsError::Server(
-                "the auth endpoint must be an http:// or https:// URL, e.g. https://example.com/pusher/auth".into(),
-            ));
+            let watch_hint = if remote.app_id.is_some() && remote.secret.is_some() {
+                "; or tick \"Watch without being counted\" to watch with the app id and secret instead"
+            } else {
+                ""
+            };
+            return Err(SettingsError::Server(format!(
+                "the auth endpoint must be an http:// or https:// URL, e.g. https://example.com/pusher/auth{watch_hint}"
+            )));
         }
         Ok(Target::Remote {
             endpoint,
@@ -809,13 +824,22 @@ mod tests {
             "{:?}",
             site.target()
         );
-        // Joined as a visitor, the auth endpoint is needed again.
+        // Joined as a visitor, the auth endpoint is needed again, and the
+        // error says how the id and secret would be used.
         site.watch = false;
         assert!(
-            matches!(site.target(), Err(SettingsError::Server(ref m)) if m.contains("auth endpoint")),
+            matches!(site.target(), Err(SettingsError::Server(ref m)) if m.contains("auth endpoint") && m.contains("tick \"Watch without being counted\"")),
             "{:?}",
             site.target()
         );
+        site.watch = true;
+        site.remote.as_mut().unwrap().app_id = Some("7/../x".into());
+        assert!(
+            matches!(site.target(), Err(SettingsError::Server(ref m)) if m.contains("letters, digits")),
+            "{:?}",
+            site.target()
+        );
+        site.remote.as_mut().unwrap().app_id = Some("7".into());
         // An id without its secret says what is missing.
         site.watch = true;
         site.remote.as_mut().unwrap().secret = None;

@@ -17,6 +17,8 @@ use crate::event::{ConnectionState, Event, StopReason};
 use crate::session::{Output, Session};
 use crate::{Client, Events};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::{sleep_until, Instant};
 use whosin_protocol::sign;
@@ -81,6 +83,8 @@ impl RestWatch {
             .and_then(|h| h.strip_suffix(".pusher.com"))
         {
             Some(cluster) => format!("api-{cluster}.pusher.com"),
+            // The legacy host without a cluster.
+            None if endpoint.host == "ws.pusherapp.com" => "api.pusherapp.com".into(),
             None if endpoint.host.contains(':') => format!("[{}]", endpoint.host),
             None => endpoint.host.clone(),
         };
@@ -129,6 +133,9 @@ impl RestWatch {
         let mut channel: Option<String> = None;
         let mut connected = false;
         let mut next = Instant::now();
+        // The read under way, and the channel it is of: commands are taken
+        // while it waits, so Close never waits for a slow server.
+        let mut in_flight: Option<(String, Read)> = None;
         loop {
             tokio::select! {
                 command = ends.commands.recv() => match command {
@@ -138,20 +145,31 @@ impl RestWatch {
                     }
                     Some(Command::Subscribe(ch)) => {
                         channel = Some(ch);
+                        in_flight = None;
                         next = Instant::now();
                     }
                     Some(Command::Unsubscribe(ch)) => {
                         if channel.as_deref() == Some(ch.as_str()) {
                             channel = None;
+                            in_flight = None;
                         }
                         lock(&ends).session.unsubscribe(&ch);
                     }
                     // Nothing to send them with: a watcher is not a member.
                     Some(Command::Trigger { .. }) => {}
                 },
-                _ = sleep_until(next), if channel.is_some() => {
+                _ = sleep_until(next), if in_flight.is_none() && channel.is_some() => {
                     let ch = channel.clone().unwrap_or_default();
-                    match self.poll(&http, &ch).await {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default();
+                    let read = fetch(http.clone(), self.users_url(&ch, now), self.base.clone());
+                    in_flight = Some((ch, Box::pin(read)));
+                }
+                polled = async { in_flight.as_mut().expect("a read under way").1.as_mut().await }, if in_flight.is_some() => {
+                    let ch = in_flight.take().map(|(ch, _)| ch).unwrap_or_default();
+                    match polled {
                         Poll::Users(ids) => {
                             if !connected {
                                 connected = true;
@@ -180,29 +198,29 @@ impl RestWatch {
             }
         }
     }
+}
 
-    async fn poll(&self, http: &reqwest::Client, channel: &str) -> Poll {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let response = match http.get(self.users_url(channel, now)).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Poll::Retry {
-                    reason: format!("cannot reach the REST API at {}: {e}", self.base),
-                    unreachable: true,
-                }
+/// A read of the user list under way.
+type Read = Pin<Box<dyn Future<Output = Poll> + Send>>;
+
+/// One read of the user list at `url` (the REST API at `base`).
+async fn fetch(http: reqwest::Client, url: String, base: String) -> Poll {
+    let response = match http.get(url).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Poll::Retry {
+                reason: format!("cannot reach the REST API at {base}: {e}"),
+                unreachable: true,
             }
-        };
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        answer(status, &body)
-    }
+        }
+    };
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    answer(status, &body, &base)
 }
 
 /// What the server's answer means.
-fn answer(status: u16, body: &str) -> Poll {
+fn answer(status: u16, body: &str, base: &str) -> Poll {
     let said: String = body.trim().chars().take(200).collect();
     match status {
         200 => match parse_users(body) {
@@ -214,10 +232,10 @@ fn answer(status: u16, body: &str) -> Poll {
         },
         400..=404 => Poll::Stop(StopReason::RestRefused {
             status,
-            reason: said,
+            reason: format!("{said} (from {base})"),
         }),
         _ => Poll::Retry {
-            reason: format!("the REST API answered HTTP {status}: {said}"),
+            reason: format!("the REST API at {base} answered HTTP {status}: {said}"),
             unreachable: false,
         },
     }
@@ -267,6 +285,10 @@ mod tests {
             RestWatch::new(&pusher, "7", "s").unwrap().base(),
             "https://api-eu.pusher.com:443"
         );
+        assert_eq!(
+            at("wss://ws.pusherapp.com"),
+            "https://api.pusherapp.com:443"
+        );
     }
 
     #[test]
@@ -304,29 +326,33 @@ mod tests {
         );
     }
 
+    const B: &str = "http://127.0.0.1:6001";
+
     #[test]
     fn answers_are_users_a_refusal_or_a_retry() {
         assert_eq!(
-            answer(200, r#"{"users":[{"id":"a"},{"id":"b"}]}"#),
+            answer(200, r#"{"users":[{"id":"a"},{"id":"b"}]}"#, B),
             Poll::Users(vec!["a".into(), "b".into()])
         );
-        assert_eq!(answer(200, r#"{"users":[]}"#), Poll::Users(vec![]));
+        assert_eq!(answer(200, r#"{"users":[]}"#, B), Poll::Users(vec![]));
         assert!(matches!(
-            answer(200, "<html>"),
+            answer(200, "<html>", B),
             Poll::Retry {
                 unreachable: false,
                 ..
             }
         ));
         assert_eq!(
-            answer(401, "Invalid signature"),
+            answer(401, "Invalid signature", B),
             Poll::Stop(StopReason::RestRefused {
                 status: 401,
-                reason: "Invalid signature".into()
+                reason: "Invalid signature (from http://127.0.0.1:6001)".into()
             })
         );
-        assert!(matches!(answer(404, ""), Poll::Stop(_)));
-        assert!(matches!(answer(503, "busy"), Poll::Retry { .. }));
-        assert!(matches!(answer(429, ""), Poll::Retry { .. }));
+        assert!(matches!(answer(404, "", B), Poll::Stop(_)));
+        assert!(
+            matches!(answer(503, "busy", B), Poll::Retry { ref reason, .. } if reason.contains(B))
+        );
+        assert!(matches!(answer(429, "", B), Poll::Retry { .. }));
     }
 }
