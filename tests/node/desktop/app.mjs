@@ -42,14 +42,20 @@ export function descendant(pid, comm) {
  *  window process that started it, so it is found by what it is, not by
  *  whose child it is. */
 export function findCore(configDir) {
+  return findCores(configDir)[0] ?? null;
+}
+
+/** Every live core for the settings folder `configDir` (one, or none). */
+export function findCores(configDir) {
+  const found = [];
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     const argv = (read(`/proc/${p}/cmdline`) ?? '').split('\0');
     if (!argv[0]?.endsWith('whosin-desktop') || !argv.includes('--core')) continue;
     const env = (read(`/proc/${p}/environ`) ?? '').split('\0');
-    if (env.includes(`WHOSIN_CONFIG_DIR=${configDir}`) && alive(Number(p))) return Number(p);
+    if (env.includes(`WHOSIN_CONFIG_DIR=${configDir}`) && alive(Number(p))) found.push(Number(p));
   }
-  return null;
+  return found;
 }
 
 /** Whether a process is still there (and not a zombie). */

@@ -9,14 +9,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, whosinBin } from '../lib/server.mjs';
 import { startTrayWatcher } from './tray.mjs';
-import { WEB_PROCESS, alive, children, closeWindow, descendant, findCore } from './app.mjs';
+import { WEB_PROCESS, alive, children, closeWindow, descendant, findCore, findCores } from './app.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DESKTOP = process.env.DESKTOP_BIN || join(ROOT, 'target/debug/whosin-desktop');
@@ -278,6 +278,43 @@ test('the desktop app joins its embedded server and shows who comes and goes', {
   await waitFor('the late visitor listed', async () => (await wd.texts('#visitors li')).includes('Late Visitor — 127.0.0.1'));
   assert.equal(await wd.text('#count'), '2');
   assert.equal(findCore(config), core, 'the same core all along');
+});
+
+// Starts at login (`--hidden`) start only the core; two at the same moment
+// leave one (the lock beside the socket decides). A window of another
+// version (the package upgraded under a running core) makes the core give
+// way: it answers "restart", ends, and removes its socket.
+test('two starts at once leave one core, which gives way to another version', { timeout: 60_000 }, async (t) => {
+  const config = mkdtempSync(join(tmpdir(), 'whosin-desktop-core-'));
+  const runtime = join(config, 'run');
+  mkdirSync(runtime, { mode: 0o700 });
+  t.after(() => {
+    for (const pid of findCores(config)) process.kill(pid, 'SIGKILL');
+    rmSync(config, { recursive: true, force: true });
+  });
+  const env = { ...process.env, WHOSIN_CONFIG_DIR: config, WHOSIN_DESKTOP_PORT: String(await freePort()), WHOSIN_IP_LOOKUP: 'none', XDG_RUNTIME_DIR: runtime };
+  const start = () => new Promise((resolve) => {
+    const p = spawn(DESKTOP, ['--hidden'], { env, stdio: 'ignore' });
+    p.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const exits = await Promise.all([start(), start()]);
+  assert.deepEqual(exits, [{ code: 0, signal: null }, { code: 0, signal: null }], 'both starts return at once, content');
+  const cores = findCores(config);
+  assert.equal(cores.length, 1, `one core, not ${cores.length}`);
+  assert.equal(descendant(cores[0], 'whosin-desktop'), null, 'no window at a start at login');
+  const socket = join(config, 'desktop.sock');
+  assert.ok(existsSync(socket));
+
+  const answer = await new Promise((resolve, reject) => {
+    const c = createConnection(socket);
+    let got = '';
+    c.on('data', (d) => { got += d; if (got.includes('\n')) { c.end(); resolve(JSON.parse(got.split('\n')[0])); } });
+    c.on('error', reject);
+    c.write(`${JSON.stringify({ t: 'hello', pid: process.pid, version: '0.0.0-older' })}\n`);
+  });
+  assert.deepEqual(answer, { t: 'restart' });
+  await waitFor('the core to make way', () => !alive(cores[0]), 10_000);
+  assert.ok(!existsSync(socket), 'the core removed its socket as it ended');
 });
 
 // Makes the session's desktop prefer dark through GSettings, as GNOME's
