@@ -111,17 +111,23 @@ const pids = (app) => [app.core, app.proc.exitCode === null && app.proc.signalCo
 /** Quits through the tray menu (the app's own Quit) and waits for the exit
  *  of the core and of the window process. */
 async function quit(watcher, app) {
-  const exited = new Promise((r) => (app.proc.exitCode !== null ? r() : app.proc.once('exit', r)));
-  // The app may end before it answers the click: an error here is no news.
-  await watcher.click('Quit').catch(() => {});
-  const t = setTimeout(() => {
-    log('the app did not quit in 10 s: killing it');
+  const gone = () => app.proc.exitCode !== null || app.proc.signalCode !== null;
+  const ended = () => gone() && (!app.core || !alive(app.core));
+  // A click can miss: the app replaces its menu when the count changes, and
+  // an item id read just before that names nothing. Click again then.
+  for (let click = 1; click <= 3 && !ended(); click += 1) {
+    // The app may end before it answers the click: an error here is no news.
+    await watcher.click('Quit').catch(() => {});
+    const done = await waitFor('the app to quit', ended, 3_000).then(() => true, () => false);
+    if (!done && click < 3) log(`Quit click ${click} had no effect; clicking again`);
+  }
+  if (!ended()) {
+    const left = [!gone() && `the window process ${app.pid}`, app.core && alive(app.core) && `the core ${app.core}`].filter(Boolean);
+    log(`the app did not quit after three clicks (${left.join(' and ')} still running): killing it`);
     app.proc.kill('SIGKILL');
     if (app.core && alive(app.core)) process.kill(app.core, 'SIGKILL');
-  }, 10_000);
-  await exited;
-  await waitFor('the core to end', () => !app.core || !alive(app.core), 12_000);
-  clearTimeout(t);
+    await waitFor('the app killed', ended, 5_000);
+  }
   await waitFor('no tray item left', async () => (await watcher.items()).length === 0, 5_000);
 }
 
@@ -149,7 +155,8 @@ function others(app) {
     if (ours.has(pid)) return false;
     try {
       const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-      return comm === 'whosin-desktop' || comm.startsWith('WebKit');
+      // A zombie (an ended process not yet reaped) maps nothing.
+      return alive(pid) && (comm === 'whosin-desktop' || comm.startsWith('WebKit'));
     } catch { return false; }
   });
 }
