@@ -81,6 +81,10 @@ struct Inner {
     others: Vec<Background>,
     /// Bumped whenever `others` is replaced, so their pumps stop.
     others_generation: u64,
+    /// The shown site's count as the window's sites list last had it, so
+    /// that a change of it (which comes through the shown site's own events)
+    /// updates the list too.
+    shown_in_sites: Option<Option<u32>>,
 }
 
 /// A site watched beside the one the window shows: its client, joined as
@@ -233,6 +237,7 @@ impl Controller {
                 last_counts: HashMap::new(),
                 others: Vec::new(),
                 others_generation: 0,
+                shown_in_sites: None,
             }),
             emit_order: Mutex::new(()),
             tray_order: Mutex::new(()),
@@ -371,8 +376,26 @@ impl Controller {
 
     fn emit_sites(&self) {
         let mut payload = self.sites();
+        {
+            let mut inner = self.inner();
+            let shown = inner.settings.site().id.clone();
+            inner.shown_in_sites = Some(site_count(&inner, &shown));
+        }
         payload["event"] = json!("sites");
         self.ui.emit(&payload);
+    }
+
+    /// Sends the sites list again when the shown site's count in it is no
+    /// longer what the window has.
+    fn emit_sites_if_shown_changed(&self) {
+        let changed = {
+            let inner = self.inner();
+            let shown = inner.settings.site().id.clone();
+            inner.shown_in_sites != Some(site_count(&inner, &shown))
+        };
+        if changed {
+            self.emit_sites();
+        }
     }
 
     /// Shows site `id` in the window (and reconnects the sites around it).
@@ -824,6 +847,7 @@ impl Controller {
             self.keep_identity();
             self.observe_count();
             self.refresh_tray();
+            self.emit_sites_if_shown_changed();
         }
     }
 
