@@ -109,7 +109,9 @@ impl RestWatch {
     }
 
     /// The signed URL of `channel`'s user list at `now` (seconds since the
-    /// epoch).
+    /// epoch). The signature covers the API's own path (`/apps/…`), not the
+    /// endpoint's prefix: a proxy that serves the server under a prefix
+    /// strips it before the server checks the signature.
     pub fn users_url(&self, channel: &str, now: u64) -> String {
         let path = format!("/apps/{}/channels/{channel}/users", self.app_id);
         let query = sign::rest_query(&self.key, &self.secret, "GET", &path, &[], now);
