@@ -369,17 +369,7 @@ async fn a_site_can_be_watched_without_being_counted() {
         c.snapshot()["state"]["state"] == "connected" && c.snapshot()["count"] == 0
     })
     .await;
-    let shopper = {
-        let signer = LocalSigner::new("shop-key", "shop-secret")
-            .with_user(UserData::new("s1", json!({"name": "Shopper"})));
-        let (cl, _e) = Client::builder(
-            Endpoint::parse(&format!("ws://127.0.0.1:{rport}"), "shop-key").unwrap(),
-        )
-        .authorizer(signer)
-        .connect();
-        cl.subscribe("presence-whosin");
-        cl
-    };
+    let shopper = shopper(rport, "s1");
     until("the shopper seen", || c.snapshot()["count"] == 1).await;
     assert_eq!(
         remote.shared().apps[0].users("presence-whosin"),
