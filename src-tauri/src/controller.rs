@@ -97,9 +97,7 @@ struct Background {
 
 impl Background {
     fn count(&self) -> Option<u32> {
-        self.client
-            .members(&self.channel)
-            .map(|(_, members)| members.len() as u32)
+        self.client.count(&self.channel).map(|n| n as u32)
     }
 }
 
@@ -133,11 +131,7 @@ fn alert_rule(s: &Site) -> Rule {
 /// its background client; `None` while it is not live.
 fn site_count(inner: &Inner, id: &str) -> Option<u32> {
     if inner.settings.site().id == id {
-        return inner
-            .state
-            .live()
-            .then(|| inner.roster().map(|r| r.1.len() as u32))
-            .flatten();
+        return inner.state.live().then(|| inner.count()).flatten();
     }
     inner
         .others
@@ -177,6 +171,13 @@ impl Inner {
     /// The session's roster of the joined channel, if any.
     fn roster(&self) -> Option<Roster> {
         self.client.as_ref()?.members(self.channel.as_deref()?)
+    }
+
+    /// How many are in the shown site's channel (the roster's length,
+    /// without copying it).
+    fn count(&self) -> Option<u32> {
+        let n = self.client.as_ref()?.count(self.channel.as_deref()?)?;
+        Some(n as u32)
     }
 }
 
@@ -315,10 +316,7 @@ impl Controller {
             let inner = self.inner();
             let live =
                 matches!(inner.state.conn, crate::state::Conn::Connected) && inner.state.joined;
-            let Some(n) = live
-                .then(|| inner.roster().map(|r| r.1.len() as u32))
-                .flatten()
-            else {
+            let Some(n) = live.then(|| inner.count()).flatten() else {
                 return;
             };
             (inner.settings.site().clone(), n)

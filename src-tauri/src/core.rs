@@ -108,10 +108,12 @@ impl Windows {
     /// shown. With none, there is nothing to do: a window made later starts
     /// from the `snapshot` command.
     pub fn event(&self, payload: &str) {
-        let Ok(payload) = serde_json::from_str::<Value>(payload) else {
+        // Most of the day no window is shown: nothing is read or written then.
+        let current = self.current();
+        let Some((_, tx)) = &current.window else {
             return;
         };
-        if let Some((_, tx)) = &self.current().window {
+        if let Ok(payload) = serde_json::from_str::<Value>(payload) {
             let _ = tx.send(link::encode(&ToWindow::Event { payload }));
         }
     }

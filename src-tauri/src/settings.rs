@@ -86,7 +86,9 @@ pub struct Site {
     #[serde(default)]
     pub alert_empty: bool,
     /// Watch without being counted (whosin servers: this computer's, or a
-    /// remote one with its owner token); otherwise joined as a visitor.
+    /// remote one with its owner token; any server through its REST API
+    /// with [`Remote::app_id`] and [`Remote::secret`]); otherwise joined as
+    /// a visitor.
     #[serde(default)]
     pub watch: bool,
 }

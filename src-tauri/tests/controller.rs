@@ -77,6 +77,17 @@ fn fresh_options(name: &str) -> Options {
     }
 }
 
+/// A started controller of its own ([`fresh_options`]) with a recording
+/// UI: the controller, the recorder, its folder and embedded port.
+async fn started(name: &str) -> (Arc<Controller>, Arc<Recorder>, std::path::PathBuf, u16) {
+    let options = fresh_options(name);
+    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
+    let ui = Arc::new(Recorder::default());
+    let c = Controller::new(ui.clone(), options).unwrap();
+    c.start().await;
+    (c, ui, dir, port)
+}
+
 /// The embedded server's secret, as the settings file in `dir` holds it.
 fn embedded_secret(dir: &std::path::Path) -> String {
     let s: Value =
@@ -92,11 +103,7 @@ fn edit(c: &Controller, f: impl FnOnce(&mut Editable)) -> Editable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_and_autostart_are_opt_in() {
-    let options = fresh_options("whosin-controller");
-    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
-    let ui = Arc::new(Recorder::default());
-    let c = Controller::new(ui.clone(), options).unwrap();
-    c.start().await;
+    let (c, ui, dir, port) = started("whosin-controller").await;
     until("online alone", || {
         c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
     })
@@ -236,11 +243,7 @@ async fn counts_are_kept_and_alerts_fire_on_crossings() {
 /// in the background, the window switching sites, removal back to one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_sites_are_watched_at_once() {
-    let options = fresh_options("whosin-sites-ctl");
-    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
-    let ui = Arc::new(Recorder::default());
-    let c = Controller::new(ui.clone(), options).unwrap();
-    c.start().await;
+    let (c, ui, dir, port) = started("whosin-sites-ctl").await;
     until("online alone", || {
         c.snapshot()["count"] == 1 && c.snapshot()["state"]["state"] == "connected"
     })
@@ -318,11 +321,7 @@ async fn several_sites_are_watched_at_once() {
 /// app sees everyone and is not one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_can_be_watched_without_being_counted() {
-    let options = fresh_options("whosin-watch-ctl");
-    let (dir, port) = (options.config_dir.clone(), options.embedded_port);
-    let ui = Arc::new(Recorder::default());
-    let c = Controller::new(ui.clone(), options).unwrap();
-    c.start().await;
+    let (c, _, dir, port) = started("whosin-watch-ctl").await;
     until("online alone", || c.snapshot()["count"] == 1).await;
     c.save_settings(edit(&c, |e| e.watch = true)).await.unwrap();
     until("watching: nobody here", || {
@@ -414,11 +413,7 @@ fn shopper(port: u16, id: &str) -> Client {
 /// server does not count it.
 #[tokio::test]
 async fn a_site_can_be_watched_through_the_rest_api() {
-    let options = fresh_options("whosin-rest-ctl");
-    let dir = options.config_dir.clone();
-    let ui = Arc::new(Recorder::default());
-    let c = Controller::new(ui.clone(), options).unwrap();
-    c.start().await;
+    let (c, ui, dir, _) = started("whosin-rest-ctl").await;
     until("online alone", || c.snapshot()["count"] == 1).await;
     let remote = whosin_server::start(whosin_server::ServerConfig::single(
         whosin_server::AppConfig::new("shop", "shop-key", "shop-secret"),

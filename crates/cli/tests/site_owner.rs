@@ -210,6 +210,20 @@ async fn hook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>
     (url, got)
 }
 
+/// Waits (until [`DEADLINE`]) for the first webhook event `name` about `user`.
+async fn until_event(got: &std::sync::Mutex<Vec<Value>>, name: &str, user: &str, what: &str) {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while count_events(got, name, user) == 0 {
+        assert!(tokio::time::Instant::now() < until, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A `whosin serve` with these arguments.
+fn start_node(args: &[String]) -> ServerProcess {
+    ServerProcess::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// A node that dies holding a member: the survivor (the leader) sends its
 /// `member_removed` once, after the node timeout and the grace period, and
 /// the member's `member_added` was sent once, by the node it joined.
@@ -233,9 +247,9 @@ async fn a_dead_nodes_departures_are_sent_once_by_the_leader() {
         ]
     };
     let a1 = args("d1");
-    let one = ServerProcess::start(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let one = start_node(&a1);
     let a2 = args("d2");
-    let mut two = ServerProcess::start(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut two = start_node(&a2);
     let watcher = common::faults::Observer::join(one.port, "watcher").await;
     let _doomed = common::faults::Observer::join(two.port, "doomed").await;
     watcher
@@ -244,24 +258,16 @@ async fn a_dead_nodes_departures_are_sent_once_by_the_leader() {
     let events = |name: &str, user: &str| count_events(&got, name, user);
     // Its join was reported by its own node (what a node had not sent
     // when it died is lost with it).
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while events("member_added", "doomed") == 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "no member_added for doomed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_event(&got, "member_added", "doomed", "no member_added for doomed").await;
     two.kill();
     watcher.roster_becomes(&["watcher"], DEADLINE).await;
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while events("member_removed", "doomed") == 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "no member_removed for the dead node's member"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_event(
+        &got,
+        "member_removed",
+        "doomed",
+        "no member_removed for the dead node's member",
+    )
+    .await;
     // Settle past another grace period and batch: still once each.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_eq!(events("member_added", "doomed"), 1);
@@ -290,32 +296,27 @@ async fn when_the_leader_leaves_the_next_node_reports_its_departures() {
         ]
     };
     let a = args("a-leader");
-    let mut leader = ServerProcess::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut leader = start_node(&a);
     let b = args("b-next");
-    let next = ServerProcess::start(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    let next = start_node(&b);
     let watcher = common::faults::Observer::join(next.port, "watcher").await;
     let _leaving = common::faults::Observer::join(leader.port, "leaving").await;
     watcher
         .roster_becomes(&["leaving", "watcher"], DEADLINE)
         .await;
     let events = |name: &str, user: &str| count_events(&got, name, user);
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while events("member_added", "leaving") == 0 {
-        assert!(tokio::time::Instant::now() < until, "no member_added");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_event(&got, "member_added", "leaving", "no member_added").await;
     // A heartbeat or two, so that both nodes know who leads.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     leader.terminate();
     watcher.roster_becomes(&["watcher"], DEADLINE).await;
-    let until = tokio::time::Instant::now() + DEADLINE;
-    while events("member_removed", "leaving") == 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the leader's member was never reported gone"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_event(
+        &got,
+        "member_removed",
+        "leaving",
+        "the leader's member was never reported gone",
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_eq!(events("member_removed", "leaving"), 1);
 }

@@ -240,6 +240,12 @@ impl Client {
         self.view().state.clone()
     }
 
+    /// How many are in a presence channel as last known (what
+    /// [`Client::members`] would list, without copying it).
+    pub fn count(&self, channel: &str) -> Option<usize> {
+        self.view().session.count(channel)
+    }
+
     /// `(me, members)` of a presence channel as last known; `None` before
     /// its first snapshot or for a channel not subscribed.
     pub fn members(&self, channel: &str) -> Option<(Option<Member>, Vec<Member>)> {

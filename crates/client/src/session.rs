@@ -391,6 +391,12 @@ impl Session {
         }
     }
 
+    /// How many are in a presence channel as last known, without copying
+    /// the members.
+    pub fn count(&self, channel: &str) -> Option<usize> {
+        self.rosters.get(channel).map(PresenceRoster::len)
+    }
+
     /// `(me, members)` of a presence channel as last known.
     pub fn members(&self, channel: &str) -> Option<(Option<Member>, Vec<Member>)> {
         let r = self.rosters.get(channel)?;
@@ -578,6 +584,8 @@ mod tests {
             "nor a removal of someone absent"
         );
         assert_eq!(s.members("presence-x").unwrap().1.len(), 2);
+        assert_eq!(s.count("presence-x"), Some(2));
+        assert_eq!(s.count("presence-other"), None);
     }
 
     #[test]

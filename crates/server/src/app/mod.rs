@@ -954,14 +954,7 @@ impl App {
                 .presence(&self.config.id, ONLINE, user_id, Some("null"));
         }
         state.watchers.watch(outbox, watchlist);
-        let here: Vec<&str> = watchlist
-            .iter()
-            .map(String::as_str)
-            .filter(|u| p.members.contains(u))
-            .collect();
-        if !here.is_empty() {
-            outbox.send(Frame::from(server::watchlist_events(true, &here)));
-        }
+        tell_online(outbox, watchlist, &p.members);
     }
 
     /// A signed-in connection's new watchlist (a second sign-in as the same
@@ -978,14 +971,7 @@ impl App {
         else {
             return;
         };
-        let here: Vec<&str> = watchlist
-            .iter()
-            .map(String::as_str)
-            .filter(|u| p.members.contains(u))
-            .collect();
-        if !here.is_empty() {
-            outbox.send(Frame::from(server::watchlist_events(true, &here)));
-        }
+        tell_online(outbox, watchlist, &p.members);
     }
 
     /// Forgets a connection's sign-in: watchers of the user learn it is
@@ -1135,6 +1121,19 @@ fn info_of(c: &Channel) -> ChannelInfo {
     ChannelInfo {
         subscription_count: c.subscribers.len(),
         user_count: c.presence.as_ref().map(|p| p.members.len()),
+    }
+}
+
+/// Tells a signed-in connection which of its watchlist are online now
+/// (on sign-in and on a new watchlist).
+fn tell_online(outbox: &Outbox, watchlist: &[String], online: &whosin_protocol::Presence<Holder>) {
+    let here: Vec<&str> = watchlist
+        .iter()
+        .map(String::as_str)
+        .filter(|u| online.contains(u))
+        .collect();
+    if !here.is_empty() {
+        outbox.send(Frame::from(server::watchlist_events(true, &here)));
     }
 }
 
